@@ -1,0 +1,47 @@
+"""consumer-host: run long-lived message consumers as supervised, self-healing loops."""
+
+from __future__ import annotations
+
+from .backoff import Backoff, BackoffPolicy
+from .breaker import BreakerState, CircuitBreaker
+from .clock import Clock, SystemClock
+from .errors import (
+    BrokerError,
+    BrokerRefused,
+    BrokerUnavailable,
+    CircuitBreakerTripped,
+    ConfigError,
+    ConsumerHostError,
+    CriticalWorkerFailed,
+    HostAlreadyRunning,
+    Reject,
+    WorkerStopped,
+)
+from .host import Host
+from .supervisor import InstanceState, SupervisionOptions, Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backoff",
+    "BackoffPolicy",
+    "BreakerState",
+    "BrokerError",
+    "BrokerRefused",
+    "BrokerUnavailable",
+    "CircuitBreaker",
+    "CircuitBreakerTripped",
+    "Clock",
+    "ConfigError",
+    "ConsumerHostError",
+    "CriticalWorkerFailed",
+    "Host",
+    "HostAlreadyRunning",
+    "InstanceState",
+    "Reject",
+    "SupervisionOptions",
+    "SystemClock",
+    "Worker",
+    "WorkerStopped",
+    "__version__",
+]

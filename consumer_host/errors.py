@@ -1,0 +1,63 @@
+"""The exceptions consumer-host raises. Every one derives from :class:`ConsumerHostError`."""
+
+from __future__ import annotations
+
+
+class ConsumerHostError(Exception):
+    """Base class of every error raised by consumer-host."""
+
+
+class ConfigError(ConsumerHostError, ValueError):
+    """An option, URL or registration is invalid. The message names the option."""
+
+
+class HostAlreadyRunning(ConsumerHostError, RuntimeError):
+    """A worker was registered, or the host started, after the host had started."""
+
+
+class WorkerStopped(ConsumerHostError):
+    """A permanent worker returned from ``run`` while the host was not stopping."""
+
+
+class CircuitBreakerTripped(ConsumerHostError):
+    """A worker failed too often within its window and was stopped for good."""
+
+    def __init__(self, worker: str, failures: int, window: float, last_error: BaseException):
+        super().__init__(
+            f"worker {worker!r} failed {failures} times within {window:g}s and was stopped; "
+            f"last error: {type(last_error).__name__}: {last_error}"
+        )
+        self.worker = worker
+        self.failures = failures
+        self.window = window
+        self.last_error = last_error
+
+
+class CriticalWorkerFailed(ConsumerHostError):
+    """A worker marked ``critical`` tripped its restart circuit; the host shuts down."""
+
+    def __init__(self, worker: str, cause: BaseException):
+        super().__init__(f"critical worker {worker!r} was lost: {cause}")
+        self.worker = worker
+        self.cause = cause
+
+
+class BrokerError(ConsumerHostError):
+    """The broker could not be reached or refused the consumer (message has no secrets)."""
+
+    #: ``True`` when retrying cannot help (bad credentials, unknown vhost, bad certificate).
+    permanent: bool = False
+
+
+class BrokerUnavailable(BrokerError):
+    """A transient broker problem: refused, reset, timed out, missed heartbeats."""
+
+
+class BrokerRefused(BrokerError):
+    """A permanent broker problem: authentication, permissions, TLS verification, bad name."""
+
+    permanent = True
+
+
+class Reject(ConsumerHostError):
+    """Raise from a handler to dead-letter the message at once, without retries."""

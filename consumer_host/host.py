@@ -1,0 +1,367 @@
+"""The Host: a registry of workers, expanded into pools of supervised instances."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from .clock import SYSTEM_CLOCK, Clock
+from .errors import ConfigError, CriticalWorkerFailed, HostAlreadyRunning
+from .events import (
+    Event,
+    EventHook,
+    HostStarted,
+    HostStopped,
+    HostStopping,
+    WorkerFinished,
+    WorkerTripped,
+)
+from .logs import EventLogger
+from .redaction import redact_text
+from .supervisor import SupervisionOptions, Supervisor, Worker
+
+EXIT_OK = 0
+EXIT_CRITICAL = 1
+EXIT_USAGE = 2
+EXIT_DRAIN_TIMEOUT = 3
+
+#: ``fn(instance, error)``: what to do when a critical worker is lost.
+CriticalHandler = Callable[[str, CriticalWorkerFailed], None]
+
+_log = structlog.get_logger("consumer_host.host")
+
+
+class FunctionWorker:
+    """Adapts a plain function ``fn(stop)`` to the worker protocol."""
+
+    def __init__(self, name: str, fn: Callable[[threading.Event], None]) -> None:
+        self.name = name
+        self.fn = fn
+
+    def run(self, stop: threading.Event) -> None:
+        self.fn(stop)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One registered worker: its name, how to build an instance, and its options."""
+
+    name: str
+    factory: Callable[[str], Worker]
+    options: SupervisionOptions
+    kind: str = "worker"
+    details: tuple[tuple[str, Any], ...] = ()
+
+    def instance_names(self) -> list[str]:
+        if self.options.pool == 1:
+            return [self.name]
+        return [f"{self.name}-{index}" for index in range(1, self.options.pool + 1)]
+
+
+class Host:
+    """Runs registered workers, each instance in its own thread under its own supervisor.
+
+    ``start()`` returns at once; ``stop()`` drains and returns when every instance has ended (or
+    reports those that ignored their stop); ``run()`` is the whole program: start, handle
+    SIGTERM/SIGINT, wait, stop, and return the exit code.
+    """
+
+    def __init__(
+        self,
+        name: str = "consumer-host",
+        *,
+        broker: str | None = None,
+        drain_timeout: float = 25.0,
+        clock: Clock = SYSTEM_CLOCK,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"host name must be a non-empty string, got {name!r}")
+        if not isinstance(drain_timeout, int | float) or drain_timeout < 0:
+            raise ConfigError(f"drain_timeout must be >= 0 seconds, got {drain_timeout!r}")
+        self.name = name
+        self.broker = broker
+        self.drain_timeout = float(drain_timeout)
+        self.clock = clock
+        self.done = threading.Event()
+        self._rand = rand
+        self._registrations: dict[str, Registration] = {}
+        self._supervisors: list[Supervisor] = []
+        self._listeners: list[EventHook] = [EventLogger(name)]
+        self._critical_handler: CriticalHandler = self._default_critical_handler
+        self._state_lock = threading.Lock()
+        self._started = False
+        self._stop_requested = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._unstopped: tuple[str, ...] = ()
+        self._exit_code = EXIT_OK
+        self._stop_reason = ""
+        self._finished = 0
+        self._program_mode = False
+        self._signals_seen = 0
+
+    # -- registration -------------------------------------------------------------------------
+
+    def worker(
+        self, name: str, **options: Any
+    ) -> Callable[[Callable[..., None]], Callable[..., None]]:
+        """Decorator: run ``fn(stop)`` as a supervised loop (options as :meth:`register`)."""
+
+        def decorate(fn: Callable[..., None]) -> Callable[..., None]:
+            self._add(
+                Registration(
+                    name,
+                    lambda instance: FunctionWorker(instance, fn),
+                    self._options(name, options),
+                )
+            )
+            return fn
+
+        return decorate
+
+    def register(self, worker: Worker, *, name: str | None = None, **options: Any) -> None:
+        """Register an object with ``name`` and ``run(stop)``.
+
+        With ``pool > 1`` the same object's ``run`` is called from every instance's thread, so it
+        must keep its per-run state in locals.
+        """
+        if not callable(getattr(worker, "run", None)):
+            raise ConfigError(f"{worker!r} has no run(stop) method and cannot be supervised")
+        name = name or getattr(worker, "name", None)
+        if not isinstance(name, str):
+            raise ConfigError(f"{worker!r} needs a name: give it a .name or pass name=")
+        self._add(Registration(name, lambda _instance: worker, self._options(name, options)))
+
+    def add_registration(self, registration: Registration) -> None:
+        """Register a prepared :class:`Registration` (used by consumers and integrations)."""
+        self._add(registration)
+
+    def _options(self, name: str, options: dict[str, Any]) -> SupervisionOptions:
+        try:
+            return SupervisionOptions(**options)
+        except TypeError as exc:
+            allowed = ", ".join(SupervisionOptions.__dataclass_fields__)
+            raise ConfigError(f"worker {name!r}: {exc}; options are: {allowed}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"worker {name!r}: {exc}") from None
+
+    def _add(self, registration: Registration) -> None:
+        with self._state_lock:
+            if self._started:
+                raise HostAlreadyRunning(
+                    f"cannot register {registration.name!r}: host {self.name!r} is already running"
+                )
+            if not registration.name or not isinstance(registration.name, str):
+                raise ConfigError(
+                    f"a worker name must be a non-empty string, got {registration.name!r}"
+                )
+            taken = {inst for reg in self._registrations.values() for inst in reg.instance_names()}
+            clash = taken.intersection(registration.instance_names())
+            if registration.name in self._registrations or clash:
+                names = ", ".join(sorted(clash)) or registration.name
+                raise ConfigError(
+                    f"a worker named {registration.name!r} is already registered "
+                    f"(instance names must be unique: {names})"
+                )
+            self._registrations[registration.name] = registration
+
+    @property
+    def registrations(self) -> list[Registration]:
+        return list(self._registrations.values())
+
+    def subscribe(self, listener: EventHook) -> None:
+        """Call ``listener(event)`` for every event (from the emitting thread; keep it quick)."""
+        self._listeners.append(listener)
+
+    def on_critical_failure(self, handler: CriticalHandler) -> CriticalHandler:
+        """Replace what happens when a critical worker is lost (default: stop, exit code 1)."""
+        self._critical_handler = handler
+        return handler
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every instance, concurrently, and return at once."""
+        with self._state_lock:
+            if self._started:
+                raise HostAlreadyRunning(f"host {self.name!r} was already started")
+            self._started = True
+            self._supervisors = [
+                Supervisor(
+                    reg.factory(instance),
+                    instance=instance,
+                    registered=reg.name,
+                    options=reg.options,
+                    emit=self.emit,
+                    clock=self.clock,
+                    rand=self._rand,
+                )
+                for reg in self._registrations.values()
+                for instance in reg.instance_names()
+            ]
+        self.emit(
+            HostStarted(host=self.name, instances=tuple(s.instance for s in self._supervisors))
+        )
+        if not self._supervisors:
+            self.done.set()
+        for supervisor in self._supervisors:
+            supervisor.start()
+
+    def stop(self, timeout: float | None = None) -> tuple[str, ...]:
+        """Stop every instance and wait for them; return the names of those that did not stop.
+
+        Consumers stop taking messages, finish and ack the one in hand, and give the rest back.
+        Idempotent and safe to call from any thread, including a worker's own.
+        """
+        self._request_stop("stop() called")
+        with self._stop_lock:
+            if self._stopped.is_set():
+                return self._unstopped
+            for supervisor in self._supervisors:
+                supervisor.request_stop()
+            deadline = None if timeout is None else self.clock.now() + timeout
+            current = threading.current_thread().name
+            unstopped = []
+            for supervisor in self._supervisors:
+                if supervisor.instance == current:
+                    continue  # a worker stopping the host cannot wait for itself
+                remaining = None if deadline is None else max(0.0, deadline - self.clock.now())
+                if not supervisor.join(remaining):
+                    unstopped.append(supervisor.instance)
+            self._unstopped = tuple(unstopped)
+            if unstopped and self._exit_code == EXIT_OK:
+                self._exit_code = EXIT_DRAIN_TIMEOUT
+            if not any(s.is_alive() for s in self._supervisors):
+                self.done.set()
+            self._stopped.set()
+        self.emit(HostStopped(host=self.name, exit_code=self._exit_code, unstopped=self._unstopped))
+        return self._unstopped
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every instance has ended; ``True`` when they have."""
+        return self.done.wait(timeout)
+
+    @property
+    def exit_code(self) -> int:
+        return self._exit_code
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested.is_set()
+
+    def run(self, *, install_signal_handlers: bool = True) -> int:
+        """Start, wait for SIGTERM/SIGINT or a critical failure, drain, return the exit code.
+
+        A second signal during the drain ends the process at once with ``128 + signal``; the
+        broker then redelivers whatever was not acked.
+        """
+        self._program_mode = True
+        restore = self._install_signal_handlers() if install_signal_handlers else {}
+        try:
+            self.start()
+            while not (self._stop_requested.is_set() or self.done.is_set()):
+                # Timed waits keep the main thread responsive to signals on every platform.
+                self._stop_requested.wait(0.5)
+            if not self._stop_requested.is_set():
+                # Every instance ended by itself (all tripped): nothing is left to supervise.
+                self._exit_code = self._exit_code or EXIT_CRITICAL
+                self._stop_reason = "no worker left running"
+            self.stop(self.drain_timeout)
+            return self._exit_code
+        finally:
+            for signum, handler in restore.items():
+                signal.signal(signum, handler)
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous: dict[int, Any] = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, self._on_signal)
+        return previous
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._signals_seen += 1
+        name = signal.Signals(signum).name
+        if self._signals_seen == 1:
+            self._request_stop(f"{name} received")
+            return
+        _log.warning("host_killed", host=self.name, signal=name, exit_code=128 + signum)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Unacked messages go back to their queues when the broker sees the connections close.
+        os._exit(128 + signum)
+
+    def _request_stop(self, reason: str) -> None:
+        with self._state_lock:
+            if self._stop_requested.is_set():
+                return
+            self._stop_reason = reason
+            self._stop_requested.set()
+        self.emit(HostStopping(host=self.name, reason=reason))
+
+    def shutdown(self, reason: str, exit_code: int = EXIT_OK) -> None:
+        """Begin a graceful stop without waiting for it (callable from any thread)."""
+        if exit_code and not self._exit_code:
+            self._exit_code = exit_code
+        self._request_stop(reason)
+        if not self._program_mode:
+            threading.Thread(
+                target=self.stop, args=(self.drain_timeout,), name=f"{self.name}-stop", daemon=True
+            ).start()
+
+    def _default_critical_handler(self, instance: str, error: CriticalWorkerFailed) -> None:
+        self.shutdown(str(error), EXIT_CRITICAL)
+
+    # -- events and status --------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """Hand ``event`` to every listener; a failing listener is logged, never propagated."""
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - a broken listener must not break a worker
+                _log.exception("event_listener_failed", host=self.name, listener=repr(listener))
+        if isinstance(event, WorkerTripped) and event.critical:
+            self._critical_handler(
+                event.instance, CriticalWorkerFailed(event.instance, event.error)
+            )
+        elif isinstance(event, WorkerFinished):
+            with self._state_lock:
+                self._finished += 1
+                all_finished = self._finished == len(self._supervisors)
+            if all_finished:
+                self.done.set()
+
+    def status(self) -> list[dict[str, Any]]:
+        """One record per instance: name, worker, state, restarts, failures, last error, ..."""
+        records = []
+        for supervisor in self._supervisors:
+            error = supervisor.last_error
+            record: dict[str, Any] = {
+                "name": supervisor.instance,
+                "worker": supervisor.registered,
+                "state": str(supervisor.state),
+                "critical": supervisor.options.critical,
+                "restarts": supervisor.restarts,
+                "failures": supervisor.failures,
+                "last_error": None
+                if error is None
+                else redact_text(f"{type(error).__name__}: {error}"),
+                "started_at": supervisor.started_at,
+            }
+            worker_status = getattr(supervisor.worker, "status", None)
+            if callable(worker_status):
+                record.update(worker_status())
+            records.append(record)
+        return records
