@@ -59,11 +59,14 @@ class CircuitBreaker:
         self._state = BreakerState.CLOSED
         self._opened_at = 0.0
         self._probe_started: float | None = None
+        self._unannounced: list[tuple[BreakerState, BreakerState]] = []
 
     @property
     def state(self) -> BreakerState:
         with self._lock:
-            return self._current_state()
+            state = self._current_state()
+        self._announce()
+        return state
 
     @property
     def failures(self) -> int:
@@ -85,6 +88,12 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """May the caller try now? In half-open, only one probe at a time is let through."""
+        try:
+            return self._allow()
+        finally:
+            self._announce()
+
+    def _allow(self) -> bool:
         with self._lock:
             state = self._current_state()
             if state is BreakerState.CLOSED:
@@ -109,6 +118,7 @@ class CircuitBreaker:
                 self._failures.clear()
                 self._transition(BreakerState.CLOSED)
             self._probe_started = None
+        self._announce()
 
     def record_failure(self) -> None:
         with self._lock:
@@ -122,6 +132,7 @@ class CircuitBreaker:
             ):
                 self._opened_at = now
                 self._transition(BreakerState.OPEN)
+        self._announce()
 
     def _current_state(self) -> BreakerState:
         if (
@@ -139,5 +150,14 @@ class CircuitBreaker:
 
     def _transition(self, new: BreakerState) -> None:
         old, self._state = self._state, new
-        if old is not new and self._on_transition is not None:
+        if old is not new:
+            self._unannounced.append((old, new))
+
+    def _announce(self) -> None:
+        # Hooks run outside the lock, so a hook may read the breaker without deadlocking.
+        if not self._unannounced or self._on_transition is None:
+            return
+        with self._lock:
+            pending, self._unannounced = self._unannounced, []
+        for old, new in pending:
             self._on_transition(self, old, new)

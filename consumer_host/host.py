@@ -14,7 +14,9 @@ from typing import Any
 
 import structlog
 
+from .broker import BrokerChoice, BrokerCircuits, resolve_broker
 from .clock import SYSTEM_CLOCK, Clock
+from .consumer import Consumer, ConsumerOptions, Handler
 from .errors import ConfigError, CriticalWorkerFailed, HostAlreadyRunning
 from .events import (
     Event,
@@ -28,6 +30,7 @@ from .events import (
 from .logs import EventLogger
 from .redaction import redact_text
 from .supervisor import SupervisionOptions, Supervisor, Worker
+from .transports.base import Transport
 
 EXIT_OK = 0
 EXIT_CRITICAL = 1
@@ -109,6 +112,8 @@ class Host:
         self._finished = 0
         self._program_mode = False
         self._signals_seen = 0
+        self._broker_choice: BrokerChoice | None = None
+        self.broker_circuits = BrokerCircuits(self.emit, clock=clock)
 
     # -- registration -------------------------------------------------------------------------
 
@@ -128,6 +133,101 @@ class Host:
             return fn
 
         return decorate
+
+    def consumer(
+        self,
+        name: str,
+        *,
+        queue: str,
+        prefetch: int = 10,
+        max_retries: int = 3,
+        retry_backoff_min: float = 1.0,
+        retry_backoff_max: float = 60.0,
+        dead_letter: str | None = None,
+        accept: tuple[str, ...] | list[str] = ("json",),
+        max_body_bytes: int = 1_048_576,
+        exchange: str | None = None,
+        routing_key: str | None = None,
+        heartbeat: float = 20.0,
+        **supervision: Any,
+    ) -> Callable[[Handler], Handler]:
+        """Decorator: consume ``queue`` with ``handler(message)``, at least once.
+
+        Returning acks the message; raising retries it after ``retry_backoff_min`` doubling to
+        ``retry_backoff_max``, and after ``max_retries`` retries moves it to ``dead_letter``
+        (default ``<queue>.dlq``) with the error in its headers; raising
+        :class:`~consumer_host.Reject` dead-letters it at once. Supervision options (``pool``,
+        ``critical``, ``backoff_min``, ...) are those of :meth:`register`.
+        """
+        try:
+            options = ConsumerOptions(
+                queue=queue,
+                prefetch=prefetch,
+                max_retries=max_retries,
+                retry_backoff_min=retry_backoff_min,
+                retry_backoff_max=retry_backoff_max,
+                dead_letter=dead_letter,
+                accept=tuple(accept) if not isinstance(accept, str) else (accept,),
+                max_body_bytes=max_body_bytes,
+                exchange=exchange,
+                routing_key=routing_key,
+                heartbeat=heartbeat,
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"consumer {name!r}: {exc}") from None
+        supervision_options = self._options(name, supervision)
+
+        def decorate(handler: Handler) -> Handler:
+            if not callable(handler):
+                raise ConfigError(f"consumer {name!r}: the handler must be callable")
+            self._add(
+                Registration(
+                    name,
+                    lambda instance: self._make_consumer(instance, name, handler, options),
+                    supervision_options,
+                    kind="consumer",
+                    details=(
+                        ("queue", queue),
+                        ("dead_letter", options.dead_letter_queue),
+                        ("prefetch", prefetch),
+                        ("max_retries", max_retries),
+                    ),
+                )
+            )
+            return handler
+
+        return decorate
+
+    def _make_consumer(
+        self, instance: str, registered: str, handler: Handler, options: ConsumerOptions
+    ) -> Consumer:
+        url = self.broker_choice.url
+        return Consumer(
+            instance,
+            handler,
+            options,
+            transport=make_transport(url, options, instance=instance),
+            breaker=self.broker_circuits.for_url(url),
+            broker=self.broker_choice.redacted,
+            emit=self.emit,
+            host=self.name,
+            clock=self.clock,
+            rand=self._rand,
+            registered=registered,
+        )
+
+    @property
+    def broker_choice(self) -> BrokerChoice:
+        """The broker consumers use: as configured by :meth:`use_broker`, else ``Host(broker=)``."""
+        if self._broker_choice is None:
+            self._broker_choice = resolve_broker({}, code=self.broker)
+        return self._broker_choice
+
+    def use_broker(self, choice: BrokerChoice) -> None:
+        """Set the broker before start (the CLI and :meth:`run` resolve it from flags and env)."""
+        if self._started:
+            raise HostAlreadyRunning("the broker cannot change once the host has started")
+        self._broker_choice = choice
 
     def register(self, worker: Worker, *, name: str | None = None, **options: Any) -> None:
         """Register an object with ``name`` and ``run(stop)``.
@@ -196,6 +296,8 @@ class Host:
             if self._started:
                 raise HostAlreadyRunning(f"host {self.name!r} was already started")
             self._started = True
+            if any(reg.kind != "worker" for reg in self._registrations.values()):
+                self._announce_broker()
             self._supervisors = [
                 Supervisor(
                     reg.factory(instance),
@@ -216,6 +318,21 @@ class Host:
             self.done.set()
         for supervisor in self._supervisors:
             supervisor.start()
+
+    def _announce_broker(self) -> None:
+        choice = self.broker_choice
+        _log.info("broker_selected", host=self.name, broker=choice.redacted, source=choice.source)
+        if choice.embedded:
+            _log.warning(
+                "embedded_broker",
+                host=self.name,
+                detail=(
+                    "using the embedded development broker (kombu's filesystem transport under "
+                    "./.consumer-host/): one machine only, and messages being handled when the "
+                    "process is killed can be lost. Set CONSUMER_HOST_BROKER_URL or --broker to "
+                    "an amqp:// or redis:// URL for anything real."
+                ),
+            )
 
     def stop(self, timeout: float | None = None) -> tuple[str, ...]:
         """Stop every instance and wait for them; return the names of those that did not stop.
@@ -266,6 +383,8 @@ class Host:
         broker then redelivers whatever was not acked.
         """
         self._program_mode = True
+        if self._broker_choice is None:
+            self.use_broker(resolve_broker(os.environ, code=self.broker))
         restore = self._install_signal_handlers() if install_signal_handlers else {}
         try:
             self.start()
@@ -343,6 +462,10 @@ class Host:
             if all_finished:
                 self.done.set()
 
+    def brokers(self) -> dict[str, str]:
+        """Each broker's circuit state, by redacted URL."""
+        return self.broker_circuits.states()
+
     def status(self) -> list[dict[str, Any]]:
         """One record per instance: name, worker, state, restarts, failures, last error, ..."""
         records = []
@@ -365,3 +488,17 @@ class Host:
                 record.update(worker_status())
             records.append(record)
         return records
+
+
+def make_transport(url: str, options: ConsumerOptions, *, instance: str) -> Transport:
+    """The transport for ``url``'s scheme."""
+    from .broker import REDIS_SCHEMES, scheme_of
+
+    spec = options.queue_spec()
+    if scheme_of(url) in REDIS_SCHEMES:
+        from .transports.redis_lists import RedisListTransport
+
+        return RedisListTransport(url, spec, instance=instance)
+    from .transports.kombu_transport import KombuTransport
+
+    return KombuTransport(url, spec, heartbeat=options.heartbeat)

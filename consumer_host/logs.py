@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from .consumer import ConsumerConnected, ConsumerDisconnected
 from .events import (
     BreakerChanged,
     Event,
@@ -102,7 +103,7 @@ class EventLogger:
     def __init__(self, host: str) -> None:
         self._log = structlog.get_logger("consumer_host").bind(host=host)
 
-    def __call__(self, event: Event) -> None:
+    def __call__(self, event: Event) -> None:  # noqa: PLR0912 - one branch per event kind
         log = self._log
         match event:
             case WorkerStarted(instance=instance, attempt=attempt):
@@ -128,6 +129,18 @@ class EventLogger:
                 )
             case WorkerFinished(instance=instance, state=state):
                 log.info("worker_stopped", worker=instance, state=state)
+            case ConsumerConnected(instance=instance, queue=queue, broker=broker):
+                name = "consumer_reconnected" if event.reconnect else "consumer_connected"
+                log.info(name, worker=instance, queue=queue, broker=broker)
+            case ConsumerDisconnected(instance=instance, queue=queue, error=error, delay=delay):
+                log.warning(
+                    "consumer_disconnected",
+                    worker=instance,
+                    queue=queue,
+                    broker=event.broker,
+                    error=error,
+                    retry_in=round(delay, 3),
+                )
             case BreakerChanged(breaker=breaker, old=old, new=new, failures=failures):
                 method = log.warning if new == "open" else log.info
                 method(f"breaker_{new}", breaker=breaker, previous=old, failures=failures)

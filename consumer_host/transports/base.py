@@ -1,0 +1,69 @@
+"""The interface every broker transport implements for a consumer.
+
+A transport instance belongs to one consumer instance and is used from that instance's thread
+only (kombu channels and our Redis scripts assume one owner). Every broker failure leaves a
+transport as :class:`~consumer_host.errors.BrokerUnavailable` (transient: retry with backoff) or
+:class:`~consumer_host.errors.BrokerRefused` (permanent: surface it); nothing else escapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from consumer_host.message import Delivery
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueSpec:
+    """Where a consumer reads from and where its failures go."""
+
+    queue: str
+    dead_letter: str
+    exchange: str | None = None
+    routing_key: str | None = None
+    prefetch: int = 10
+
+
+class Transport(Protocol):
+    """Connect, fetch, settle, close: what the consumer needs from a broker."""
+
+    #: ``True`` when the broker holds retried messages back itself (TTL queues, sorted sets);
+    #: otherwise the consumer holds them until their ``x-retry-at`` time.
+    delays_retries: bool
+
+    def connect(self) -> None:
+        """Open the connection and declare the queue, its dead-letter queue and retry plumbing."""
+
+    def start_consuming(self) -> None:
+        """Subscribe to the queue; deliveries arrive through :meth:`fetch`."""
+
+    def fetch(self, timeout: float) -> list[Delivery]:
+        """Wait up to ``timeout`` seconds for deliveries; keep the connection alive meanwhile."""
+        ...
+
+    def ack(self, delivery: Delivery) -> None:
+        """The message is done."""
+
+    def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
+        """Schedule a copy with ``headers`` after ``delay`` seconds, then ack the original.
+
+        The copy is confirmed by the broker before the original is acked: a crash between the
+        two can duplicate the message, never lose it.
+        """
+
+    def dead_letter(self, delivery: Delivery, headers: dict[str, Any]) -> None:
+        """Move a copy with ``headers`` to the dead-letter queue (confirmed), then ack."""
+
+    def requeue(self, deliveries: list[Delivery]) -> None:
+        """Give unstarted deliveries back to the queue, at its head where the broker allows."""
+
+    def stop_consuming(self) -> None:
+        """Cancel the subscription so nothing new arrives; the connection stays open."""
+
+    def close(self) -> None:
+        """Close the connection; unsettled deliveries return to the queue. Never raises."""
+
+    def depth(self) -> dict[str, int]:
+        """Messages waiting in the queue and in its dead-letter queue (for ``check``)."""
+        ...

@@ -1,0 +1,349 @@
+"""Consumers on kombu: RabbitMQ through py-amqp, and kombu's in-process and filesystem brokers.
+
+On RabbitMQ a retried message waits in a per-delay queue ``<queue>.retry.<ms>`` whose TTL
+dead-letters it back to ``<queue>`` through the default exchange; kombu's virtual transports have
+no TTLs, so there the copy goes straight back with an ``x-retry-at`` header and the consumer
+holds it until then. Copies are published on a second channel with publisher confirms before the
+original is acked.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import amqp.exceptions
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
+from kombu.exceptions import OperationalError
+from kombu.messaging import Consumer, Producer
+
+from consumer_host.broker import EMBEDDED_BROKER_DIR, scheme_of
+from consumer_host.errors import BrokerRefused, BrokerUnavailable
+from consumer_host.message import RETRY_AT_HEADER, Delivery
+from consumer_host.redaction import redact_text, redact_url
+
+from .base import QueueSpec
+
+AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
+_PERMANENT = (
+    amqp.exceptions.AccessRefused,
+    amqp.exceptions.NotAllowed,
+    amqp.exceptions.PreconditionFailed,
+    amqp.exceptions.NotFound,
+    ssl.SSLCertVerificationError,
+)
+# Properties a copy keeps (the broker sets the rest: delivery tag, redelivered, ...).
+_KEPT_PROPERTIES = (
+    "message_id",
+    "correlation_id",
+    "reply_to",
+    "priority",
+    "type",
+    "app_id",
+    "timestamp",
+    "expiration",
+)
+
+
+def connection_options(url: str, *, heartbeat: float, connect_timeout: float) -> dict[str, Any]:
+    """kombu ``Connection`` keyword arguments for ``url``, TLS verified by default."""
+    scheme = scheme_of(url)
+    options: dict[str, Any] = {"connect_timeout": connect_timeout}
+    if scheme in AMQP_SCHEMES:
+        options["heartbeat"] = heartbeat
+        options["transport_options"] = {"confirm_publish": True}
+        if scheme == "amqps":
+            options["ssl"] = {"cert_reqs": ssl.CERT_REQUIRED}
+    elif scheme == "filesystem":
+        folder = os.path.abspath(EMBEDDED_BROKER_DIR)
+        for sub in ("queue", "control", "processed"):
+            os.makedirs(os.path.join(folder, sub), exist_ok=True)
+        options["transport_options"] = {
+            "data_folder_in": os.path.join(folder, "queue"),
+            "data_folder_out": os.path.join(folder, "queue"),
+            "control_folder": os.path.join(folder, "control"),
+            "processed_folder": os.path.join(folder, "processed"),
+            "polling_interval": 0.1,
+        }
+    else:
+        options["transport_options"] = {"polling_interval": 0.05}
+    return options
+
+
+class KombuTransport:
+    """One kombu connection with a consuming channel and a confirming publishing channel."""
+
+    def __init__(
+        self,
+        url: str,
+        spec: QueueSpec,
+        *,
+        heartbeat: float = 20.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.spec = spec
+        self.is_amqp = scheme_of(url) in AMQP_SCHEMES
+        self.delays_retries = self.is_amqp
+        self._heartbeat = heartbeat if self.is_amqp else 0.0
+        self._options = connection_options(
+            url, heartbeat=heartbeat, connect_timeout=connect_timeout
+        )
+        self._conn: Connection | None = None
+        self._channel: Any = None
+        self._producer: Producer | None = None
+        self._consumer: Consumer | None = None
+        self._buffer: list[Delivery] = []
+        self._declared_retry_queues: set[str] = set()
+        self._queue = self._main_queue()
+        self._last_heartbeat_check = 0.0
+        # Held for every use of the connection; free while a handler runs, so the keeper can
+        # send heartbeats on an otherwise idle connection without interleaving frames.
+        self._io = threading.Lock()
+        self._keeper_stop = threading.Event()
+        self._keeper: threading.Thread | None = None
+
+    # -- connection -----------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        self.close()
+        conn = Connection(self.url, **self._options)
+        self._conn = conn
+        with self._translated("connect to"):
+            # No retries here: the consumer backs off through the shared broker circuit.
+            conn.ensure_connection(max_retries=0)
+            self._channel = conn.channel()
+            self._producer = Producer(conn.channel())
+            self._declare()
+        if self._heartbeat:
+            self._keeper_stop = threading.Event()
+            self._keeper = threading.Thread(
+                target=self._keep_alive, name=f"heartbeat:{self.spec.queue}", daemon=True
+            )
+            self._keeper.start()
+
+    def _main_queue(self) -> Queue:
+        spec = self.spec
+        if spec.exchange:
+            exchange = Exchange(spec.exchange, type="direct", durable=True)
+            return Queue(
+                spec.queue, exchange, routing_key=spec.routing_key or spec.queue, durable=True
+            )
+        return Queue(spec.queue, Exchange(""), routing_key=spec.queue, durable=True)
+
+    def _declare(self) -> None:
+        self._queue.bind(self._channel).declare()
+        Queue(
+            self.spec.dead_letter, Exchange(""), routing_key=self.spec.dead_letter, durable=True
+        ).bind(self._channel).declare()
+        self._declared_retry_queues.clear()
+
+    def start_consuming(self) -> None:
+        with self._translated("consume from"):
+            self._consumer = Consumer(
+                self._channel,
+                queues=[self._queue],
+                on_message=self._on_message,
+                accept=["json"],  # never used to decode (we do), but keeps pickle out regardless
+                prefetch_count=self.spec.prefetch,
+                no_ack=False,
+            )
+            self._consumer.consume()
+
+    def stop_consuming(self) -> None:
+        if self._consumer is not None:
+            with self._translated("cancel the consumer of"):
+                self._consumer.cancel()
+            self._consumer = None
+
+    def close(self) -> None:
+        self._keeper_stop.set()
+        conn, self._conn = self._conn, None
+        self._consumer = None
+        self._producer = None
+        self._channel = None
+        self._buffer = []
+        if conn is not None:
+            try:
+                with self._io:
+                    conn.release()
+            except Exception:  # noqa: BLE001, S110 - a broken connection is being dropped anyway
+                pass
+
+    # -- consuming --------------------------------------------------------------------------------
+
+    def _on_message(self, message: Any) -> None:
+        props = message.properties
+        self._buffer.append(
+            Delivery(
+                body=_as_bytes(message.body),
+                content_type=message.content_type or None,
+                content_encoding=message.content_encoding or None,
+                headers=message.headers if isinstance(message.headers, dict) else {},
+                properties=props,
+                delivery_info=message.delivery_info,
+                redelivered=bool(message.delivery_info.get("redelivered")),
+                handle=message,
+            )
+        )
+
+    def fetch(self, timeout: float) -> list[Delivery]:
+        conn = self._conn
+        if conn is None:
+            raise BrokerUnavailable(f"not connected to {redact_url(self.url)}")
+        with self._translated("read from"):
+            with suppress(TimeoutError):
+                conn.drain_events(timeout=timeout)
+            self._heartbeat_check(conn)
+        deliveries, self._buffer = self._buffer, []
+        return deliveries
+
+    def _heartbeat_check(self, conn: Connection) -> None:
+        if not self._heartbeat:
+            return
+        now = time.monotonic()
+        if now - self._last_heartbeat_check >= 1.0:
+            self._last_heartbeat_check = now
+            conn.heartbeat_check()
+
+    def _keep_alive(self) -> None:
+        """While a long handler runs, tell the broker we are alive (frames sent only, no reads)."""
+        interval = max(0.5, self._heartbeat / 3)
+        while not self._keeper_stop.wait(interval):
+            if not self._io.acquire(blocking=False):
+                continue  # the consumer thread is using the connection, and so sends heartbeats
+            try:
+                conn = self._conn
+                if conn is not None and conn.connection is not None:
+                    conn.connection.send_heartbeat()
+            except Exception:  # noqa: BLE001, S110 - the consumer thread will see the failure
+                pass
+            finally:
+                self._io.release()
+
+    # -- settling ---------------------------------------------------------------------------------
+
+    def ack(self, delivery: Delivery) -> None:
+        with self._translated("ack on"):
+            delivery.handle.ack()
+
+    def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
+        with self._translated("retry on"):
+            if self.is_amqp:
+                target = self._retry_queue(delay)
+            else:
+                target = self.spec.queue
+                headers = {**headers, RETRY_AT_HEADER: time.time() + delay}
+            self._publish_copy(delivery, target, headers)
+            delivery.handle.ack()
+
+    def dead_letter(self, delivery: Delivery, headers: dict[str, Any]) -> None:
+        with self._translated("dead-letter on"):
+            self._publish_copy(delivery, self.spec.dead_letter, headers)
+            delivery.handle.ack()
+
+    def requeue(self, deliveries: list[Delivery]) -> None:
+        with self._translated("requeue on"):
+            for delivery in deliveries:
+                delivery.handle.reject(requeue=True)
+
+    def _retry_queue(self, delay: float) -> str:
+        ttl_ms = max(1, round(delay * 1000))
+        name = f"{self.spec.queue}.retry.{ttl_ms}"
+        if name not in self._declared_retry_queues:
+            Queue(
+                name,
+                Exchange(""),
+                routing_key=name,
+                durable=True,
+                queue_arguments={
+                    "x-message-ttl": ttl_ms,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": self.spec.queue,
+                },
+            ).bind(self._channel).declare()
+            self._declared_retry_queues.add(name)
+        return name
+
+    def _publish_copy(self, delivery: Delivery, routing_key: str, headers: dict[str, Any]) -> None:
+        assert self._producer is not None
+        properties = {
+            k: delivery.properties[k]
+            for k in _KEPT_PROPERTIES
+            if delivery.properties.get(k) is not None
+        }
+        self._producer.publish(
+            delivery.body,
+            exchange="",
+            routing_key=routing_key,
+            content_type=delivery.content_type or "application/data",
+            content_encoding=delivery.content_encoding or "binary",
+            headers=headers,
+            delivery_mode=2,
+            retry=False,
+            **properties,
+        )
+
+    # -- inspection --------------------------------------------------------------------------------
+
+    def depth(self) -> dict[str, int]:
+        with self._translated("inspect"):
+            counts = {}
+            for name in (self.spec.queue, self.spec.dead_letter):
+                _, count, _ = self._channel.queue_declare(queue=name, passive=True)
+                counts[name] = count
+            return counts
+
+    # -- errors ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        """Hold the connection and map kombu, amqp and socket errors to ours (no secrets)."""
+        where = f"{action} {redact_url(self.url)} queue {self.spec.queue!r}"
+        with self._io:
+            try:
+                yield
+            except OperationalError as exc:
+                raise _classify(exc.__cause__ or exc, where) from exc
+            except _PERMANENT as exc:
+                raise BrokerRefused(f"cannot {where}: {_describe(exc)}") from exc
+            except socket.gaierror as exc:
+                raise BrokerUnavailable(f"cannot {where}: cannot resolve host ({exc})") from exc
+            except (OSError, *_errors_of(self._conn)) as exc:  # type: ignore[misc]
+                raise BrokerUnavailable(f"cannot {where}: {_describe(exc)}") from exc
+
+
+def _as_bytes(body: Any) -> bytes:
+    if isinstance(body, bytes | bytearray | memoryview):
+        return bytes(body)
+    # kombu's virtual transports hand over text for text content encodings.
+    return str(body).encode("utf-8", errors="surrogateescape")
+
+
+def _classify(exc: BaseException, where: str) -> BrokerRefused | BrokerUnavailable:
+    if isinstance(exc, _PERMANENT):
+        return BrokerRefused(f"cannot {where}: {_describe(exc)}")
+    if isinstance(exc, socket.gaierror):
+        return BrokerUnavailable(f"cannot {where}: cannot resolve host ({exc})")
+    return BrokerUnavailable(f"cannot {where}: {_describe(exc)}")
+
+
+def _errors_of(conn: Connection | None) -> tuple[type[BaseException], ...]:
+    if conn is None:
+        return ()
+    try:
+        return (*conn.connection_errors, *conn.channel_errors)
+    except Exception:  # noqa: BLE001 - a transport that failed to load has no error list
+        return ()
+
+
+def _describe(exc: BaseException) -> str:
+    text = redact_text(str(exc)) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"

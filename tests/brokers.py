@@ -1,0 +1,211 @@
+"""Real brokers for tests: reachability, unique queues, publishing and reading back, cleanup."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import uuid
+from typing import Any
+
+import pytest
+import redis
+from kombu import Connection, Exchange, Producer, Queue
+
+AMQP_URL = os.environ.get("CONSUMER_HOST_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+REDIS_URL = os.environ.get("CONSUMER_HOST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REQUIRE = os.environ.get("CONSUMER_HOST_REQUIRE_BROKERS") == "1"
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require(kind: str) -> None:
+    """Skip (or, with CONSUMER_HOST_REQUIRE_BROKERS=1, fail) when the broker does not answer."""
+    port = 5672 if kind == "amqp" else 6379
+    if not reachable("127.0.0.1", port):
+        message = f"no {kind} broker on 127.0.0.1:{port} (see shared/SERVICES.md)"
+        if REQUIRE:
+            pytest.fail(message + " and CONSUMER_HOST_REQUIRE_BROKERS=1")
+        pytest.skip(message)
+
+
+def unique_queue(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class BrokerTool:
+    """What a test does to a broker from the outside: publish, count, read, clean up."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.url = {"amqp": AMQP_URL, "redis": REDIS_URL, "memory": "memory://"}[kind]
+        self.conn = Connection(
+            self.url, transport_options={"confirm_publish": True} if kind == "amqp" else {}
+        )
+        self.queues: set[str] = set()
+
+    def close(self) -> None:
+        for queue in self.queues:
+            self.delete(queue)
+        self.conn.release()
+
+    def publish(
+        self, queue: str, body: Any, *, headers: dict[str, Any] | None = None, **properties: Any
+    ) -> None:
+        self.queues.add(queue)
+        producer = Producer(self.conn.default_channel)
+        producer.publish(
+            body,
+            exchange="",
+            routing_key=queue,
+            declare=[Queue(queue, Exchange(""), routing_key=queue, durable=True)],
+            headers=headers or {},
+            delivery_mode=2,
+            retry=True,
+            **properties,
+        )
+
+    def publish_many(self, queue: str, bodies: list[Any]) -> None:
+        self.queues.add(queue)
+        declared = Queue(queue, Exchange(""), routing_key=queue, durable=True)
+        producer = Producer(self.conn.default_channel)
+        declared.bind(self.conn.default_channel).declare()
+        for body in bodies:
+            producer.publish(
+                body, exchange="", routing_key=queue, delivery_mode=2, serializer="json"
+            )
+
+    def publish_raw(
+        self,
+        queue: str,
+        body: bytes,
+        content_type: str | None,
+        *,
+        content_encoding: str | None = "binary",
+        headers: dict[str, Any] | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        """Bytes as they are, with whatever content type (or none) the test wants."""
+        self.queues.add(queue)
+        if self.kind == "redis":
+            envelope = {
+                "body": base64.b64encode(body).decode(),
+                "content-encoding": content_encoding,
+                "content-type": content_type,
+                "headers": headers or {},
+                "properties": {
+                    "body_encoding": "base64",
+                    "delivery_tag": str(uuid.uuid4()),
+                    "message_id": message_id,
+                    "delivery_info": {"exchange": "", "routing_key": queue},
+                },
+            }
+            redis.Redis.from_url(self.url).lpush(queue, json.dumps(envelope))
+            return
+        channel = self.conn.default_channel
+        Queue(queue, Exchange(""), routing_key=queue, durable=True).bind(channel).declare()
+        message = channel.prepare_message(
+            body,
+            priority=0,
+            content_type=content_type,
+            content_encoding=content_encoding,
+            headers=headers or {},
+            properties={"delivery_mode": 2, "message_id": message_id},
+        )
+        channel.basic_publish(message, exchange="", routing_key=queue)
+
+    def lpush_raw(self, queue: str, raw: bytes) -> None:
+        """Redis only: a list entry that is not even a kombu envelope."""
+        self.queues.add(queue)
+        redis.Redis.from_url(self.url).lpush(queue, raw)
+
+    def depth(self, queue: str) -> int:
+        self.queues.add(queue)
+        if self.kind == "redis":
+            return int(redis.Redis.from_url(self.url).llen(queue))
+        channel = self.conn.channel()
+        try:
+            _, count, _ = channel.queue_declare(queue=queue, durable=True, auto_delete=False)
+            return int(count)
+        finally:
+            channel.close()
+
+    def drain(self, queue: str) -> list[tuple[bytes, dict[str, Any], str | None]]:
+        """Take every message off ``queue``: (body bytes, headers, content type) each."""
+        self.queues.add(queue)
+        out = []
+        if self.kind == "redis":
+            client = redis.Redis.from_url(self.url)
+            while (raw := client.rpop(queue)) is not None:
+                env = json.loads(raw)
+                body = env["body"]
+                body = (
+                    base64.b64decode(body)
+                    if env["properties"].get("body_encoding") == "base64"
+                    else body.encode()
+                )
+                out.append((body, env.get("headers") or {}, env.get("content-type")))
+            return out
+        channel = self.conn.channel()
+        try:
+            Queue(queue, Exchange(""), routing_key=queue, durable=True).bind(channel).declare()
+            while (message := channel.basic_get(queue, no_ack=True)) is not None:
+                body = message.body if isinstance(message.body, bytes) else message.body.encode()
+                out.append((body, message.headers or {}, message.content_type or None))
+        finally:
+            channel.close()
+        return out
+
+    def delete(self, queue: str) -> None:
+        if self.kind == "redis":
+            client = redis.Redis.from_url(self.url)
+            keys = [queue, f"{queue}.dlq", *client.keys(f"consumer-host:{queue}:*")]
+            client.delete(*keys)
+            return
+        channel = self.conn.channel()
+        try:
+            names = [queue, f"{queue}.dlq"]
+            if self.kind == "amqp":
+                names += [q for q in rabbit_queues() if q.startswith(f"{queue}.retry.")]
+            for name in names:
+                try:
+                    channel.queue_delete(name)
+                except Exception:  # already gone
+                    channel = self.conn.channel()
+                    continue
+        finally:
+            channel.close()
+
+
+def rabbit_queues() -> list[str]:
+    result = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "name"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+
+def rabbit_unacked(queue: str) -> int:
+    result = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "name", "messages_unacknowledged"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == queue:
+            return int(parts[1])
+    return 0
