@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .backoff import Backoff, BackoffPolicy
 from .breaker import BreakerState, CircuitBreaker
+from .broker import BrokerCircuitOptions
 from .clock import Clock, SystemClock
 from .errors import (
     BrokerError,
@@ -18,6 +19,7 @@ from .errors import (
     WorkerStopped,
 )
 from .host import Host
+from .message import Message
 from .supervisor import InstanceState, SupervisionOptions, Worker
 
 __version__ = "0.1.0"
@@ -26,6 +28,7 @@ __all__ = [
     "Backoff",
     "BackoffPolicy",
     "BreakerState",
+    "BrokerCircuitOptions",
     "BrokerError",
     "BrokerRefused",
     "BrokerUnavailable",
@@ -38,6 +41,7 @@ __all__ = [
     "Host",
     "HostAlreadyRunning",
     "InstanceState",
+    "Message",
     "Reject",
     "SupervisionOptions",
     "SystemClock",

@@ -27,6 +27,7 @@ from .decoding import BadMessage, content_types, decode, preview
 from .errors import BrokerError, BrokerRefused, BrokerUnavailable, ConfigError, Reject
 from .events import EventHook, WorkerEvent
 from .message import ATTEMPT_HEADER, RETRY_AT_HEADER, Delivery, Message
+from .redaction import redact_text
 from .transports.base import QueueSpec, Transport
 
 Handler = Callable[[Message], Any]
@@ -322,7 +323,7 @@ class Consumer:
             message_id=delivery.message_id,
             attempt=attempt,
             delay=delay,
-            error=f"{type(error).__name__}: {error}",
+            error=redact_text(f"{type(error).__name__}: {error}"),
             exc_info=error if attempt == 1 else None,
         )
 
@@ -337,7 +338,7 @@ class Consumer:
             attempts=attempt,
             reason=reason,
             dead_letter_queue=self.options.dead_letter_queue,
-            error=f"{type(error).__name__}: {error}",
+            error=redact_text(f"{type(error).__name__}: {error}"),
             exc_info=None if isinstance(error, Reject) else error,
         )
 
@@ -358,7 +359,8 @@ class Consumer:
         self, delivery: Delivery, error: BaseException, attempt: int
     ) -> dict[str, Any]:
         headers = {k: v for k, v in delivery.headers.items() if k != RETRY_AT_HEADER}
-        text = error.detail if isinstance(error, BadMessage) else str(error)
+        # Handlers put anything into their exceptions, connection URLs included.
+        text = redact_text(error.detail if isinstance(error, BadMessage) else str(error))
         headers.update(
             {
                 "x-error": (f"{error.reason}: {text}" if isinstance(error, BadMessage) else text)[

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from .broker import BrokerChoice, BrokerCircuits, resolve_broker
+from .broker import BrokerChoice, BrokerCircuitOptions, BrokerCircuits, resolve_broker
 from .clock import SYSTEM_CLOCK, Clock
 from .consumer import Consumer, ConsumerOptions, Handler
 from .errors import ConfigError, CriticalWorkerFailed, HostAlreadyRunning
@@ -84,6 +84,7 @@ class Host:
         *,
         broker: str | None = None,
         drain_timeout: float = 25.0,
+        broker_circuit: BrokerCircuitOptions | None = None,
         clock: Clock = SYSTEM_CLOCK,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -113,7 +114,7 @@ class Host:
         self._program_mode = False
         self._signals_seen = 0
         self._broker_choice: BrokerChoice | None = None
-        self.broker_circuits = BrokerCircuits(self.emit, clock=clock)
+        self.broker_circuits = BrokerCircuits(self.emit, clock=clock, options=broker_circuit)
 
     # -- registration -------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -47,21 +48,34 @@ class BrokerTool:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.url = {"amqp": AMQP_URL, "redis": REDIS_URL, "memory": "memory://"}[kind]
-        self.conn = Connection(
-            self.url, transport_options={"confirm_publish": True} if kind == "amqp" else {}
-        )
+        self._conn: Connection | None = None
         self.queues: set[str] = set()
+
+    @property
+    def conn(self) -> Connection:
+        """For the in-process broker, one connection; for the others, a new one each time, so
+        that a test which drops every connection from the broker side leaves the tool working."""
+        if self._conn is not None and self.kind != "memory":
+            self._conn.release()
+            self._conn = None
+        if self._conn is None:
+            options = {"confirm_publish": True} if self.kind == "amqp" else {}
+            self._conn = Connection(self.url, transport_options=options)
+        return self._conn
 
     def close(self) -> None:
         for queue in self.queues:
             self.delete(queue)
-        self.conn.release()
+        if self._conn is not None:
+            self._conn.release()
+        self._conn = None
 
     def publish(
         self, queue: str, body: Any, *, headers: dict[str, Any] | None = None, **properties: Any
     ) -> None:
         self.queues.add(queue)
-        producer = Producer(self.conn.default_channel)
+        channel = self.conn.default_channel
+        producer = Producer(channel)
         producer.publish(
             body,
             exchange="",
@@ -76,8 +90,9 @@ class BrokerTool:
     def publish_many(self, queue: str, bodies: list[Any]) -> None:
         self.queues.add(queue)
         declared = Queue(queue, Exchange(""), routing_key=queue, durable=True)
-        producer = Producer(self.conn.default_channel)
-        declared.bind(self.conn.default_channel).declare()
+        channel = self.conn.default_channel
+        producer = Producer(channel)
+        declared.bind(channel).declare()
         for body in bodies:
             producer.publish(
                 body, exchange="", routing_key=queue, delivery_mode=2, serializer="json"
@@ -170,19 +185,13 @@ class BrokerTool:
             keys = [queue, f"{queue}.dlq", *client.keys(f"consumer-host:{queue}:*")]
             client.delete(*keys)
             return
-        channel = self.conn.channel()
-        try:
-            names = [queue, f"{queue}.dlq"]
-            if self.kind == "amqp":
-                names += [q for q in rabbit_queues() if q.startswith(f"{queue}.retry.")]
-            for name in names:
-                try:
-                    channel.queue_delete(name)
-                except Exception:  # already gone
-                    channel = self.conn.channel()
-                    continue
-        finally:
-            channel.close()
+        names = [queue, f"{queue}.dlq"]
+        if self.kind == "amqp":
+            names += [q for q in rabbit_queues() if q.startswith(f"{queue}.retry.")]
+        conn = self.conn
+        for name in names:
+            with contextlib.suppress(Exception):  # already gone
+                conn.channel().queue_delete(name)
 
 
 def rabbit_queues() -> list[str]:

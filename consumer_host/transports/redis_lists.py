@@ -33,6 +33,8 @@ from typing import Any
 
 import redis
 from redis import exceptions as redis_errors
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from consumer_host.errors import BrokerRefused, BrokerUnavailable
 from consumer_host.message import Delivery
@@ -121,6 +123,9 @@ class RedisListTransport:
             "socket_connect_timeout": self._connect_timeout,
             "socket_timeout": 10.0,
             "health_check_interval": 0,
+            # redis-py retries silently by default; a retried LMOVE whose first reply was lost
+            # would strand a message in our processing list, so failures must reach us instead.
+            "retry": Retry(NoBackoff(), 0),
         }
         if self.url.startswith("rediss://"):
             options["ssl_cert_reqs"] = "required"

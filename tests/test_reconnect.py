@@ -1,0 +1,170 @@
+"""Connections dropped from the broker side, and credentials kept out of every output."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import threading
+import uuid
+
+import pytest
+import redis
+
+from consumer_host import BrokerCircuitOptions, Host
+from consumer_host.broker import BrokerChoice
+from consumer_host.consumer import ConsumerConnected
+from consumer_host.events import BreakerChanged
+from consumer_host.logs import configure_logging
+
+from .brokers import BrokerTool, unique_queue
+from .helpers import EventLog, wait_until
+
+
+def drop_connections(kind: str) -> None:
+    if kind == "amqp":
+        subprocess.run(
+            ["rabbitmqctl", "-q", "close_all_connections", "test drop"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    else:
+        redis.Redis().client_kill_filter(_type="normal", skipme=True)
+
+
+def test_dropped_connections_are_recovered_through_the_breaker_and_nothing_is_lost(real_broker):
+    """Three rounds: drop every connection mid-stream, then again while the consumers wait.
+
+    (redis-py quietly reconnects a pooled connection killed between two commands, so on Redis
+    only the drop of a waiting consumer is sure to surface as a disconnect.)
+    """
+    queue = unique_queue()
+    per_round, rounds = 300, 3
+    seen: list[int] = []
+    lock = threading.Lock()
+    events = EventLog()
+    host = Host("shop", broker_circuit=BrokerCircuitOptions(threshold=2, window=60, cooldown=0.3))
+    host.use_broker(BrokerChoice(real_broker.url, "test"))
+    host.subscribe(events)
+
+    @host.consumer("orders", queue=queue, pool=2, prefetch=20)
+    def handle(message):
+        threading.Event().wait(0.01)
+        with lock:
+            seen.append(message.body["n"])
+
+    def reconnects():
+        return sum(e.reconnect for e in events.of(ConsumerConnected))
+
+    host.start()
+    try:
+        for round_ in range(rounds):
+            numbers = range(round_ * per_round, (round_ + 1) * per_round)
+            real_broker.publish_many(queue, [{"n": n} for n in numbers])
+            wait_until(lambda r=round_: len(seen) >= r * per_round + 40, what="progress")
+            drop_connections(real_broker.kind)
+            wait_until(lambda n=numbers: set(n) <= set(seen), timeout=60, what="the round")
+            before = reconnects()
+            drop_connections(real_broker.kind)
+            wait_until(lambda b=before: reconnects() >= b + 2, timeout=30, what="reconnects")
+        wait_until(lambda: real_broker.depth(queue) == 0, what="an empty queue")
+    finally:
+        assert host.stop(10) == ()
+    total = per_round * rounds
+    assert set(seen) == set(range(total)), "nothing lost"
+    assert len(seen) - total <= 2 * rounds * 2 * 20, "duplicates bounded by drops x pool x prefetch"
+    assert real_broker.depth(f"{queue}.dlq") == 0
+    transitions = [(e.old, e.new) for e in events.of(BreakerChanged)]
+    assert ("closed", "open") in transitions
+    assert ("half_open", "closed") in transitions
+    assert set(host.brokers().values()) == {"closed"}
+    assert all(r["restarts"] == 0 for r in host.status()), "connection loss is not a loop failure"
+
+
+@pytest.fixture
+def canary_url(real_broker):
+    """A broker user whose password is a canary we then look for everywhere."""
+    password = f"CANARY{uuid.uuid4().hex[:12]}"
+    user = f"canary{uuid.uuid4().hex[:6]}"
+    if real_broker.kind == "amqp":
+        for args in (
+            ["add_user", user, password],
+            ["set_permissions", "-p", "/", user, ".*", ".*", ".*"],
+        ):
+            subprocess.run(
+                ["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60
+            )
+        yield f"amqp://{user}:{password}@127.0.0.1:5672//", password
+        subprocess.run(
+            ["rabbitmqctl", "-q", "delete_user", user], capture_output=True, timeout=60, check=False
+        )
+    else:
+        client = redis.Redis()
+        client.acl_setuser(
+            user,
+            enabled=True,
+            passwords=[f"+{password}"],
+            keys=["*"],
+            channels=["*"],
+            commands=["+@all"],
+        )
+        yield f"redis://{user}:{password}@127.0.0.1:6379/0", password
+        client.acl_deluser(user)
+
+
+def test_no_password_in_logs_status_or_errors(real_broker, canary_url):
+    url, password = canary_url
+    queue = unique_queue()
+    real_broker.publish_many(queue, [{"n": n} for n in range(20)])
+    real_broker.publish_raw(queue, b"not json", "application/json")
+    out = io.StringIO()
+    configure_logging("json", "debug", stream=out)
+    done = threading.Event()
+    host = Host("shop", broker_circuit=BrokerCircuitOptions(threshold=1, window=60, cooldown=0.2))
+    host.use_broker(BrokerChoice(url, "test"))
+
+    @host.consumer("orders", queue=queue, max_retries=1, retry_backoff_min=0.01)
+    def handle(message):
+        if message.body == {"n": 3}:
+            raise RuntimeError(f"failed talking to {url}")  # a careless handler
+        if message.body == {"n": 19}:
+            done.set()
+
+    wrong = url.replace(password, password + "x")
+    bad_host = Host("bad")
+    bad_host.use_broker(BrokerChoice(wrong, "test"))
+    bad_host.consumer("wrong", queue=queue, max_restarts=1)(lambda m: None)
+    host.start()
+    bad_host.start()
+    try:
+        assert done.wait(30)
+        wait_until(lambda: real_broker.depth(f"{queue}.dlq") == 2, what="both dead letters")
+        drop_connections(real_broker.kind)
+        wait_until(lambda: host.status()[0]["connected"], timeout=30)
+        wait_until(lambda: bad_host.status()[0]["state"] == "tripped", timeout=30)
+        status = json.dumps([host.status(), host.brokers(), bad_host.status(), bad_host.brokers()])
+    finally:
+        host.stop(10)
+        bad_host.stop(10)
+    text = out.getvalue()
+    for line in text.splitlines():
+        json.loads(line)
+    assert "worker_crashed" in text, "the refused login was logged"
+    assert "message_retrying" in text
+    assert password not in text
+    assert password not in status
+    assert ":***@" in text
+    real_broker.queues.add(queue)
+    dead = real_broker.drain(f"{queue}.dlq")
+    assert all(password not in json.dumps(h, default=str) for _, h, _ in dead)
+    assert len(dead) == 2
+
+
+def test_a_queue_tool_is_left_usable(real_broker):
+    """The drops above must not leave the shared broker in a state the next tests trip on."""
+    tool = BrokerTool(real_broker.kind)
+    queue = unique_queue()
+    tool.publish(queue, {"ok": True})
+    assert tool.depth(queue) == 1
+    tool.close()
