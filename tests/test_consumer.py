@@ -250,3 +250,71 @@ class TestDrain:
         remaining = broker.drain(queue)
         numbers = sorted(json.loads(body)["n"] for body, _, _ in remaining)
         assert numbers == sorted(set(range(30)) - set(finished)), "every other message is back"
+
+
+class TestRedisRecovery:
+    def test_a_dead_consumers_processing_list_is_recovered(self, redis_broker):
+        """A consumer killed mid-message leaves it in its processing list; a live one takes it
+        back once the dead one's alive key has expired."""
+        import redis as redis_lib
+
+        queue = unique_queue()
+        redis_broker.publish(queue, {"orphan": True}, message_id="orphan")
+        client = redis_lib.Redis.from_url(redis_broker.url)
+        dead = "orders-9@gone-1"
+        client.lmove(queue, f"consumer-host:{queue}:processing:{dead}", "RIGHT", "LEFT")
+        client.sadd(f"consumer-host:{queue}:consumers", dead)
+        assert client.llen(queue) == 0
+        handled = []
+        host = make_host(redis_broker)
+        host.consumer("orders", queue=queue)(handled.append)
+        host.start()
+        try:
+            wait_until(lambda: handled, what="the orphan")
+        finally:
+            host.stop(10)
+        assert [m.message_id for m in handled] == ["orphan"]
+        assert client.llen(f"consumer-host:{queue}:processing:{dead}") == 0
+        assert not client.sismember(f"consumer-host:{queue}:consumers", dead)
+
+    def test_a_live_consumers_processing_list_is_left_alone(self, redis_broker):
+        import redis as redis_lib
+
+        queue = unique_queue()
+        redis_broker.publish(queue, {"busy": True})
+        client = redis_lib.Redis.from_url(redis_broker.url)
+        live = "orders-9@elsewhere-1"
+        client.lmove(queue, f"consumer-host:{queue}:processing:{live}", "RIGHT", "LEFT")
+        client.sadd(f"consumer-host:{queue}:consumers", live)
+        client.set(f"consumer-host:{queue}:alive:{live}", "1", ex=60)
+        handled = []
+        host = make_host(redis_broker)
+        host.consumer("orders", queue=queue)(handled.append)
+        host.start()
+        try:
+            wait_until(lambda: host.status()[0]["connected"])
+            threading.Event().wait(0.5)
+        finally:
+            host.stop(10)
+        assert handled == []
+        assert client.llen(f"consumer-host:{queue}:processing:{live}") == 1
+
+    def test_a_graceful_stop_leaves_no_processing_list_behind(self, redis_broker):
+        import redis as redis_lib
+
+        queue = unique_queue()
+        redis_broker.publish_many(queue, [{"n": n} for n in range(50)])
+        host = make_host(redis_broker)
+        started = threading.Event()
+
+        @host.consumer("orders", queue=queue, prefetch=20)
+        def handle(message):
+            started.set()
+            threading.Event().wait(0.2)
+
+        host.start()
+        assert started.wait(10)
+        host.stop(10)
+        client = redis_lib.Redis.from_url(redis_broker.url)
+        assert client.keys(f"consumer-host:{queue}:processing:*") == []
+        assert client.llen(queue) == 50 - host.status()[0]["acked"]
