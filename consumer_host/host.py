@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from types import FrameType
 from typing import Any
 
@@ -27,7 +27,7 @@ from .events import (
     WorkerFinished,
     WorkerTripped,
 )
-from .logs import EventLogger
+from .logs import EventLogger, configure_logging
 from .redaction import redact_text
 from .supervisor import SupervisionOptions, Supervisor, Worker
 from .transports.base import Transport
@@ -63,6 +63,7 @@ class Registration:
     options: SupervisionOptions
     kind: str = "worker"
     details: tuple[tuple[str, Any], ...] = ()
+    consumer_options: ConsumerOptions | None = None
 
     def instance_names(self) -> list[str]:
         if self.options.pool == 1:
@@ -113,6 +114,8 @@ class Host:
         self._finished = 0
         self._program_mode = False
         self._signals_seen = 0
+        self._signalled = ""
+        self._wake = threading.Event()
         self._broker_choice: BrokerChoice | None = None
         self.broker_circuits = BrokerCircuits(self.emit, clock=clock, options=broker_circuit)
 
@@ -187,6 +190,7 @@ class Host:
                     lambda instance: self._make_consumer(instance, name, handler, options),
                     supervision_options,
                     kind="consumer",
+                    consumer_options=options,
                     details=(
                         ("queue", queue),
                         ("dead_letter", options.dead_letter_queue),
@@ -275,6 +279,29 @@ class Host:
                     f"(instance names must be unique: {names})"
                 )
             self._registrations[registration.name] = registration
+
+    def restrict_to(self, names: list[str]) -> None:
+        """Keep only the named workers (``--only``); an unknown name is a :class:`ConfigError`."""
+        with self._state_lock:
+            if self._started:
+                raise HostAlreadyRunning("workers cannot be chosen once the host has started")
+            unknown = sorted(set(names) - set(self._registrations))
+            if unknown:
+                known = ", ".join(self._registrations) or "none"
+                raise ConfigError(f"no worker named {', '.join(unknown)} (workers: {known})")
+            self._registrations = {n: r for n, r in self._registrations.items() if n in names}
+
+    def set_pool(self, name: str, size: int) -> None:
+        """Change a worker's pool size before start (``--pool NAME=N``)."""
+        with self._state_lock:
+            if self._started:
+                raise HostAlreadyRunning("pool sizes cannot change once the host has started")
+            registration = self._registrations.get(name)
+            if registration is None:
+                known = ", ".join(self._registrations) or "none"
+                raise ConfigError(f"--pool: no worker named {name!r} (workers: {known})")
+            options = self._options(name, {**_fields(registration.options), "pool": size})
+            self._registrations[name] = replace(registration, options=options)
 
     @property
     def registrations(self) -> list[Registration]:
@@ -384,6 +411,8 @@ class Host:
         broker then redelivers whatever was not acked.
         """
         self._program_mode = True
+        if not structlog.is_configured():
+            configure_logging("auto", "info", host=self.name)
         if self._broker_choice is None:
             self.use_broker(resolve_broker(os.environ, code=self.broker))
         restore = self._install_signal_handlers() if install_signal_handlers else {}
@@ -391,7 +420,9 @@ class Host:
             self.start()
             while not (self._stop_requested.is_set() or self.done.is_set()):
                 # Timed waits keep the main thread responsive to signals on every platform.
-                self._stop_requested.wait(0.5)
+                self._wake.wait(0.5)
+                if self._signalled:
+                    self._request_stop(f"{self._signalled} received")
             if not self._stop_requested.is_set():
                 # Every instance ended by itself (all tripped): nothing is left to supervise.
                 self._exit_code = self._exit_code or EXIT_CRITICAL
@@ -414,13 +445,19 @@ class Host:
         self._signals_seen += 1
         name = signal.Signals(signum).name
         if self._signals_seen == 1:
-            self._request_stop(f"{name} received")
+            # Only flag it: the main thread may be inside a log write this handler interrupted.
+            self._signalled = name
+            self._wake.set()
             return
-        _log.warning("host_killed", host=self.name, signal=name, exit_code=128 + signum)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # Unacked messages go back to their queues when the broker sees the connections close.
-        os._exit(128 + signum)
+        try:
+            _log.warning("host_killed", host=self.name, signal=name, exit_code=128 + signum)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001, S110 - e.g. a reentrant flush: exiting matters more
+            pass
+        finally:
+            # Unacked messages go back to their queues when the broker sees the connections close.
+            os._exit(128 + signum)
 
     def _request_stop(self, reason: str) -> None:
         with self._state_lock:
@@ -428,6 +465,7 @@ class Host:
                 return
             self._stop_reason = reason
             self._stop_requested.set()
+            self._wake.set()
         self.emit(HostStopping(host=self.name, reason=reason))
 
     def shutdown(self, reason: str, exit_code: int = EXIT_OK) -> None:
@@ -462,6 +500,7 @@ class Host:
                 all_finished = self._finished == len(self._supervisors)
             if all_finished:
                 self.done.set()
+                self._wake.set()
 
     def brokers(self) -> dict[str, str]:
         """Each broker's circuit state, by redacted URL."""
@@ -489,6 +528,10 @@ class Host:
                 record.update(worker_status())
             records.append(record)
         return records
+
+
+def _fields(options: SupervisionOptions) -> dict[str, Any]:
+    return {f.name: getattr(options, f.name) for f in fields(options)}
 
 
 def make_transport(url: str, options: ConsumerOptions, *, instance: str) -> Transport:

@@ -32,7 +32,11 @@ LOG_FORMATS = ("auto", "json", "console")
 
 
 def configure_logging(
-    fmt: str = "auto", level: str | int = "info", stream: TextIO | None = None
+    fmt: str = "auto",
+    level: str | int = "info",
+    stream: TextIO | None = None,
+    *,
+    host: str | None = None,
 ) -> None:
     """JSON lines when ``stream`` is not a terminal (or ``fmt="json"``), readable text otherwise.
 
@@ -57,6 +61,8 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
+    if host is not None:
+        shared.append(_default_key("host", host))
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
@@ -97,14 +103,25 @@ def configure_logging(
         logging.getLogger(noisy).setLevel(max(numeric_level, logging.WARNING))
 
 
+def _default_key(key: str, value: Any) -> Any:
+    """A processor that gives every line (kombu's and amqp's too) ``key`` unless it has one."""
+
+    def add(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        event_dict.setdefault(key, value)
+        return event_dict
+
+    return add
+
+
 class EventLogger:
     """Turns events into one structured log line each, with ``host`` and ``worker`` keys."""
 
     def __init__(self, host: str) -> None:
-        self._log = structlog.get_logger("consumer_host").bind(host=host)
+        self._host = host
 
     def __call__(self, event: Event) -> None:  # noqa: PLR0912 - one branch per event kind
-        log = self._log
+        # Bound per event, not once: the host is often built before logging is configured.
+        log = structlog.get_logger("consumer_host").bind(host=self._host)
         match event:
             case WorkerStarted(instance=instance, attempt=attempt):
                 log.info("worker_started", worker=instance, attempt=attempt)

@@ -1,0 +1,103 @@
+"""From what the user typed to a configured Host: load the APP, apply ``--only`` and ``--pool``."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from .errors import ConfigError
+from .host import Host
+
+
+class AppImportError(Exception):
+    """The user's module raised while being imported: their traceback is what they need."""
+
+    def __init__(self, spec: str, cause: BaseException) -> None:
+        super().__init__(f"importing {spec!r} failed: {type(cause).__name__}: {cause}")
+        self.cause = cause
+
+
+def load_app(spec: str) -> Host:
+    """Load ``pkg.module:attr``, ``pkg.module`` (attr ``host``) or ``path/app.py[:attr]``."""
+    if not spec or not isinstance(spec, str):
+        raise ConfigError("APP is missing: give package.module:host or path/to/app.py")
+    target, _, attr = spec.partition(":")
+    attr = attr or "host"
+    if not target:
+        raise ConfigError(f"APP {spec!r} names no module before ':'")
+    if target.endswith(".py") or os.sep in target:
+        module = _load_file(spec, Path(target))
+    else:
+        module = _load_module(spec, target)
+    host = module
+    for part in attr.split("."):
+        if not hasattr(host, part):
+            raise ConfigError(f"APP {spec!r}: module {target!r} has no attribute {attr!r}")
+        host = getattr(host, part)
+    if callable(host) and not isinstance(host, Host):
+        # A factory function returning the host, as in ``app:create_host``.
+        try:
+            host = host()
+        except Exception as exc:
+            raise AppImportError(spec, exc) from exc
+    if not isinstance(host, Host):
+        raise ConfigError(
+            f"APP {spec!r}: {attr!r} is a {type(host).__name__}, not a consumer_host.Host"
+        )
+    return host
+
+
+def _load_module(spec: str, name: str) -> ModuleType:
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise ConfigError(f"APP {spec!r}: no module named {exc.name!r}") from None
+        raise AppImportError(spec, exc) from exc
+    except Exception as exc:
+        raise AppImportError(spec, exc) from exc
+
+
+def _load_file(spec: str, path: Path) -> ModuleType:
+    if not path.is_file():
+        raise ConfigError(f"APP {spec!r}: no such file {str(path)!r}")
+    name = f"consumer_host_app_{path.stem}"
+    loader_spec = importlib.util.spec_from_file_location(name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise ConfigError(f"APP {spec!r}: cannot load {str(path)!r} as Python")
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[name] = module
+    # Let the app import its neighbours, as `python path/app.py` would.
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        loader_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise AppImportError(spec, exc) from exc
+    return module
+
+
+def parse_pool_overrides(values: tuple[str, ...] | list[str]) -> dict[str, int]:
+    """``("orders=3",)`` -> ``{"orders": 3}``."""
+    pools = {}
+    for value in values:
+        name, sep, size = value.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--pool expects NAME=N, got {value!r}")
+        try:
+            pools[name] = int(size)
+        except ValueError:
+            raise ConfigError(f"--pool {value!r}: N must be a whole number") from None
+    return pools
+
+
+def apply_overrides(host: Host, *, only: list[str], pools: dict[str, int]) -> None:
+    if only:
+        host.restrict_to(only)
+    for name, size in pools.items():
+        host.set_pool(name, size)
