@@ -374,14 +374,14 @@ class Host:
                 return self._unstopped
             for supervisor in self._supervisors:
                 supervisor.request_stop()
-            deadline = None if timeout is None else self.clock.now() + timeout
+            # Joins are real waits on real threads: a fake clock must not stretch them forever.
+            deadline = None if timeout is None else SYSTEM_CLOCK.now() + timeout
             current = threading.current_thread().name
             unstopped = []
             for supervisor in self._supervisors:
                 if supervisor.instance == current:
                     continue  # a worker stopping the host cannot wait for itself
-                remaining = None if deadline is None else max(0.0, deadline - self.clock.now())
-                if not supervisor.join(remaining):
+                if not self._join(supervisor, deadline):
                     unstopped.append(supervisor.instance)
             self._unstopped = tuple(unstopped)
             if unstopped and self._exit_code == EXIT_OK:
@@ -391,6 +391,15 @@ class Host:
             self._stopped.set()
         self.emit(HostStopped(host=self.name, exit_code=self._exit_code, unstopped=self._unstopped))
         return self._unstopped
+
+    def _join(self, supervisor: Supervisor, deadline: float | None) -> bool:
+        # Short joins keep the main thread checking for signals (a second SIGTERM ends us).
+        while True:
+            remaining = 0.25 if deadline is None else min(0.25, deadline - SYSTEM_CLOCK.now())
+            if supervisor.join(max(0.0, remaining)):
+                return True
+            if deadline is not None and SYSTEM_CLOCK.now() >= deadline:
+                return False
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every instance has ended; ``True`` when they have."""

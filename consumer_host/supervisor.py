@@ -10,6 +10,7 @@ circuit, and followed by a backoff wait that a stop cuts short. Failures that re
 from __future__ import annotations
 
 import random
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -176,6 +177,9 @@ class Supervisor:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
+        # Leave SIGTERM and SIGINT to the main thread: a signal the kernel hands to a worker
+        # thread does not wake a main thread blocked in a join, and the second signal must.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         attempt = 0
         try:
             while not self.stop_event.is_set():
