@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._version import __version__
 from .backoff import Backoff, BackoffPolicy
 from .breaker import BreakerState, CircuitBreaker
 from .broker import BrokerCircuitOptions
@@ -21,8 +22,6 @@ from .errors import (
 from .host import Host
 from .message import Message
 from .supervisor import InstanceState, SupervisionOptions, Worker
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Backoff",

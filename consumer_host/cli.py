@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import traceback
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
@@ -106,6 +109,21 @@ def cli() -> None:
     envvar="CONSUMER_HOST_LOG_LEVEL",
     show_envvar=True,
 )
+@click.option(
+    "--health-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    envvar="CONSUMER_HOST_HEALTH_PORT",
+    show_envvar=True,
+    help="Serve /healthz, /readyz, /metrics and /status on this port (off if unset).",
+)
+@click.option(
+    "--health-host",
+    default="0.0.0.0",  # noqa: S104 - probes and scrapes come from off-host
+    envvar="CONSUMER_HOST_HEALTH_HOST",
+    show_envvar=True,
+    help="Address the health server listens on.",
+)
 def run(
     app: str,
     broker: str | None,
@@ -114,12 +132,21 @@ def run(
     pools: tuple[str, ...],
     log_format: str,
     log_level: str,
+    health_port: int | None,
+    health_host: str,
 ) -> None:
     """Run APP until SIGTERM or Ctrl-C (a second one ends it at once)."""
     host = _prepare(app, broker, only=list(only), pools=pools)
     configure_logging(log_format, log_level, host=host.name)
     host.drain_timeout = drain_timeout
-    sys.exit(host.run())
+    if health_port is not None:
+        host.health_port = health_port
+        host.health_host = health_host
+    try:
+        code = host.run()
+    except ConfigError as exc:
+        raise Fail(str(exc)) from None
+    sys.exit(code)
 
 
 @cli.command("list")
@@ -212,6 +239,111 @@ def check(app: str, broker: str | None) -> None:
     click.echo(f"ok: {choice.redacted} ({choice.source})")
 
 
+def url_option(fn: F) -> F:
+    return click.option(
+        "--url",
+        default=lambda: f"http://127.0.0.1:{os.environ.get('CONSUMER_HOST_HEALTH_PORT') or 8080}",
+        show_default="http://127.0.0.1:$CONSUMER_HOST_HEALTH_PORT (8080)",
+        help="Base URL of a running host's health server.",
+    )(fn)
+
+
+@cli.command()
+@url_option
+@click.option("--json", "as_json", is_flag=True, help="Print the /status document as JSON.")
+@click.option("--watch", is_flag=True, help="Refresh every 2 seconds until Ctrl-C.")
+def status(url: str, as_json: bool, watch: bool) -> None:
+    """Show a running host's instances and broker circuits (from its /status)."""
+    while True:
+        code, document = _get_json(url, "/status")
+        if code != 200:
+            raise BrokerFail(f"{url}/status answered {code}")
+        if as_json:
+            click.echo(json.dumps(document, indent=2))
+        else:
+            if watch:
+                click.clear()
+            _render_status(document)
+        if not watch:
+            return
+        try:
+            threading.Event().wait(2.0)
+        except KeyboardInterrupt:
+            return
+
+
+@cli.command()
+@url_option
+@click.option("--ready", is_flag=True, help="Check readiness (/readyz) instead of liveness.")
+def health(url: str, ready: bool) -> None:
+    """Exit 0 if a running host is live (or ready), 1 if not: for exec probes."""
+    path = "/readyz" if ready else "/healthz"
+    code, document = _get_json(url, path)
+    ok = code == 200
+    detail = {k: v for k, v in document.items() if k != "ok"}
+    click.echo(
+        f"{'ok' if ok else 'not ok'}: {path} {code} {json.dumps(detail) if detail else ''}".rstrip()
+    )
+    sys.exit(0 if ok else 1)
+
+
+_STATE_COLORS = {
+    "running": "green",
+    "backing_off": "yellow",
+    "starting": "cyan",
+    "tripped": "red",
+    "stopped": "bright_black",
+}
+
+
+def _render_status(document: dict[str, Any]) -> None:
+    flags = []
+    if document.get("stopping"):
+        flags.append(click.style("draining", fg="yellow"))
+    flags.append(
+        click.style("ready", fg="green")
+        if document.get("ready")
+        else click.style("not ready", fg="red")
+    )
+    click.echo(f"{document['host']}  up {document['uptime']:.0f}s  {'  '.join(flags)}")
+    rows = []
+    for record in document["instances"]:
+        rows.append(
+            {
+                "instance": record["name"],
+                "state": record["state"],
+                "restarts": record["restarts"],
+                "queue": record.get("queue", ""),
+                "acked": record.get("acked", ""),
+                "retried": record.get("retried", ""),
+                "dead": record.get("dead_lettered", ""),
+                "last error": (record.get("last_error") or "")[:60],
+            }
+        )
+    columns = ["instance", "state", "restarts", "queue", "acked", "retried", "dead", "last error"]
+    _table(rows, columns, color={"state": _STATE_COLORS})
+    for broker, state in document.get("brokers", {}).items():
+        colour = {"closed": "green", "half_open": "yellow", "open": "red"}.get(state)
+        click.echo(f"broker {broker}: circuit {click.style(state, fg=colour)}")
+
+
+def _get_json(base: str, path: str) -> tuple[int, dict[str, Any]]:
+    target = base.rstrip("/") + path
+    if not target.startswith(("http://", "https://")):
+        raise Fail(f"--url must be an http:// URL, got {base!r}")
+    try:
+        with urllib.request.urlopen(target, timeout=5) as response:  # noqa: S310 - checked above
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except ValueError:
+            return exc.code, {}
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise BrokerFail(f"cannot reach {target}: {reason}") from None
+
+
 # -- helpers --------------------------------------------------------------------------------------
 
 
@@ -271,13 +403,23 @@ def _bodies(body: str | None) -> Iterator[Any]:
             raise Fail(f"{where} is not JSON: {exc}") from None
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+def _table(
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    color: dict[str, dict[str, str]] | None = None,
+) -> None:
+    color = color or {}
     columns = [c for c in columns if any(c in row for row in rows)] or columns
     cells = [[str(row.get(c, "")) for c in columns] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        parts = []
+        for column, value, width in zip(columns, row, widths, strict=True):
+            text = value.ljust(width)
+            colour = color.get(column, {}).get(value)
+            parts.append(click.style(text, fg=colour) if colour else text)
+        click.echo("  ".join(parts).rstrip())
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -127,6 +127,7 @@ class Consumer:
         clock: Clock = SYSTEM_CLOCK,
         rand: Callable[[], float] = random.random,
         registered: str | None = None,
+        observe_handler: Callable[[float], None] | None = None,
     ) -> None:
         self.name = name
         self.handler = handler
@@ -151,8 +152,10 @@ class Consumer:
         self.retried = 0
         self.dead_lettered = 0
         self.rejected = 0
+        self.reconnects = 0
         self.last_progress = clock.now()
-        self.handler_seconds_total = 0.0
+        self.handler_started = 0.0
+        self._observe = observe_handler or (lambda _seconds: None)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -164,7 +167,29 @@ class Consumer:
             "dead_lettered": self.dead_lettered + self.rejected,
             "rejected_bad_input": self.rejected,
             "in_flight": self.in_flight,
+            "reconnects": self.reconnects,
+            "outcomes": {
+                "acked": self.acked,
+                "retried": self.retried,
+                "dead_lettered": self.dead_lettered,
+                "rejected_bad_input": self.rejected,
+            },
         }
+
+    def stuck_for(self, now: float) -> float:
+        """Seconds this consumer has been stuck: in one handler, or connected without looping.
+
+        Waiting for a broker that is down is not being stuck.
+        """
+        if self.in_flight:
+            return now - self.handler_started
+        if self.connected:
+            return now - self.last_progress
+        return 0.0
+
+    @property
+    def ready(self) -> bool:
+        return self.connected and self.consuming
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -223,6 +248,8 @@ class Consumer:
                     reconnect=self._connected_once,
                 )
             )
+            if self._connected_once:
+                self.reconnects += 1
             self._connected_once = True
             return True
         return False
@@ -292,17 +319,18 @@ class Consumer:
                 queue=self.options.queue,
                 raw=delivery.body,
             )
+            self.handler_started = self._clock.now()
             began = time.perf_counter()
             try:
                 self.handler(message)
             except Reject as reject:
-                self.handler_seconds_total += time.perf_counter() - began
+                self._observe(time.perf_counter() - began)
                 self._dead_letter(delivery, reject, attempt, reason="rejected by handler")
             except Exception as exc:  # noqa: BLE001 - a handler failure is a message failure
-                self.handler_seconds_total += time.perf_counter() - began
+                self._observe(time.perf_counter() - began)
                 self._failed(delivery, exc, attempt)
             else:
-                self.handler_seconds_total += time.perf_counter() - began
+                self._observe(time.perf_counter() - began)
                 self.transport.ack(delivery)
                 self.acked += 1
         finally:

@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from ._version import __version__
 from .broker import BrokerChoice, BrokerCircuitOptions, BrokerCircuits, resolve_broker
 from .clock import SYSTEM_CLOCK, Clock
 from .consumer import Consumer, ConsumerOptions, Handler
@@ -27,9 +28,11 @@ from .events import (
     WorkerFinished,
     WorkerTripped,
 )
+from .health import HealthServer
 from .logs import EventLogger, configure_logging
+from .metrics import HostMetrics
 from .redaction import redact_text
-from .supervisor import SupervisionOptions, Supervisor, Worker
+from .supervisor import InstanceState, SupervisionOptions, Supervisor, Worker
 from .transports.base import Transport
 
 EXIT_OK = 0
@@ -86,6 +89,8 @@ class Host:
         broker: str | None = None,
         drain_timeout: float = 25.0,
         broker_circuit: BrokerCircuitOptions | None = None,
+        health_port: int | None = None,
+        health_host: str = "0.0.0.0",  # noqa: S104 - probes come from the kubelet, off-host
         clock: Clock = SYSTEM_CLOCK,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -118,6 +123,11 @@ class Host:
         self._wake = threading.Event()
         self._broker_choice: BrokerChoice | None = None
         self.broker_circuits = BrokerCircuits(self.emit, clock=clock, options=broker_circuit)
+        self.health_port = health_port
+        self.health_host = health_host
+        self.metrics = HostMetrics(self, __version__)
+        self._health: HealthServer | None = None
+        self._started_at: float | None = None
 
     # -- registration -------------------------------------------------------------------------
 
@@ -219,6 +229,7 @@ class Host:
             clock=self.clock,
             rand=self._rand,
             registered=registered,
+            observe_handler=self.metrics.handler_timer(instance),
         )
 
     @property
@@ -339,6 +350,9 @@ class Host:
                 for reg in self._registrations.values()
                 for instance in reg.instance_names()
             ]
+        self._started_at = self.clock.now()
+        if self.health_port is not None:
+            self._start_health_server(self.health_port)
         self.emit(
             HostStarted(host=self.name, instances=tuple(s.instance for s in self._supervisors))
         )
@@ -389,6 +403,8 @@ class Host:
             if not any(s.is_alive() for s in self._supervisors):
                 self.done.set()
             self._stopped.set()
+            if self._health is not None:
+                self._health.close()
         self.emit(HostStopped(host=self.name, exit_code=self._exit_code, unstopped=self._unstopped))
         return self._unstopped
 
@@ -510,6 +526,69 @@ class Host:
             if all_finished:
                 self.done.set()
                 self._wake.set()
+
+    def _start_health_server(self, port: int) -> None:
+        try:
+            self._health = HealthServer(
+                host=self.health_host,
+                port=port,
+                liveness=self.liveness,
+                readiness=self.readiness,
+                status=self.status_document,
+                metrics=self.metrics,
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve health checks on {self.health_host}:{port}: {exc.strerror}"
+            ) from None
+        self._health.start()
+        _log.info("health_server_started", host=self.name, port=self._health.port)
+
+    @property
+    def health_server_port(self) -> int | None:
+        """The port the health server listens on (useful with ``health_port=0``)."""
+        return None if self._health is None else self._health.port
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        """Every running instance has made progress within its ``liveness_timeout``."""
+        now = self.clock.now()
+        stuck = []
+        for supervisor in self._supervisors:
+            stuck_for = getattr(supervisor.worker, "stuck_for", None)
+            if supervisor.state is not InstanceState.RUNNING or stuck_for is None:
+                continue
+            if stuck_for(now) > supervisor.options.liveness_timeout:
+                stuck.append(supervisor.instance)
+        return not stuck, {"stuck": stuck}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Started, not draining, and every consumer that is not tripped is consuming."""
+        if not self._started:
+            return False, {"reason": "not started"}
+        if self._stop_requested.is_set():
+            return False, {"reason": "draining"}
+        waiting = [
+            s.instance
+            for s in self._supervisors
+            if s.state is not InstanceState.TRIPPED and not getattr(s.worker, "ready", True)
+        ]
+        if waiting:
+            return False, {"reason": "not consuming", "instances": waiting}
+        return True, {}
+
+    def status_document(self) -> dict[str, Any]:
+        """What /status serves: the instances, the broker circuits and the uptime."""
+        uptime = 0.0 if self._started_at is None else self.clock.now() - self._started_at
+        return {
+            "host": self.name,
+            "version": __version__,
+            "uptime": round(uptime, 3),
+            "stopping": self.stopping,
+            "ready": self.readiness()[0],
+            "live": self.liveness()[0],
+            "instances": self.status(),
+            "brokers": self.brokers(),
+        }
 
     def brokers(self) -> dict[str, str]:
         """Each broker's circuit state, by redacted URL."""

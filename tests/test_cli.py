@@ -301,3 +301,45 @@ class TestBrokerPrecedence:
         assert ":guest@" not in text
         for line in text.splitlines():
             json.loads(line)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class TestHealthFromTheCommand:
+    def test_run_serves_probes_on_the_health_port_and_a_taken_port_exits_2(self):
+        import urllib.request
+
+        port = free_port()
+        process = start(
+            "run",
+            str(APPS / "lifecycle.py"),
+            env={"CONSUMER_HOST_HEALTH_PORT": str(port), "CONSUMER_HOST_HEALTH_HOST": "127.0.0.1"},
+        )
+        try:
+            wait_for_line(process, "steady running")
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                assert r.status == 200
+            taken = cli(
+                "run",
+                str(APPS / "lifecycle.py"),
+                "--health-port",
+                str(port),
+                "--health-host",
+                "127.0.0.1",
+            )
+            assert taken.returncode == 2
+            assert (
+                taken.stderr.strip()
+                .splitlines()[-1]
+                .startswith("consumer-host: error: cannot serve health checks on 127.0.0.1:")
+            )
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=15)
+        assert process.returncode == 0
