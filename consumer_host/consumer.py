@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from .backoff import Backoff, BackoffPolicy
-from .breaker import CircuitBreaker
+from .breaker import BreakerState, CircuitBreaker
 from .clock import SYSTEM_CLOCK, Clock
 from .decoding import BadMessage, content_types, decode, preview
 from .errors import BrokerError, BrokerRefused, BrokerUnavailable, ConfigError, Reject
@@ -209,7 +209,7 @@ class Consumer:
                     self._consume(stop)
                 except BrokerUnavailable as exc:
                     self._breaker.record_failure()
-                    if self._disconnected(stop, exc, reconnect.next()):
+                    if self._disconnected(stop, exc, self._reconnect_delay(reconnect)):
                         return
         finally:
             self.connected = False
@@ -233,7 +233,7 @@ class Consumer:
                 raise
             except BrokerUnavailable as exc:
                 self._breaker.record_failure()
-                if self._disconnected(stop, exc, reconnect.next()):
+                if self._disconnected(stop, exc, self._reconnect_delay(reconnect)):
                     return False
                 continue
             self._breaker.record_success()
@@ -254,10 +254,17 @@ class Consumer:
             return True
         return False
 
+    def _reconnect_delay(self, reconnect: Backoff) -> float:
+        """Our own backoff while the broker circuit is closed; once it is open the circuit
+        paces the retries (one probe per cool-down), and a closed circuit lets us in at once."""
+        if self._breaker.state is BreakerState.CLOSED:
+            return reconnect.next()
+        return 0.0
+
     def _disconnected(self, stop: threading.Event, error: BrokerError, delay: float) -> bool:
         """Report a lost or failed connection and back off; ``True`` if stopped meanwhile."""
         self.connected = self.consuming = False
-        self.transport.close()
+        self.transport.discard()
         self._emit(
             ConsumerDisconnected(
                 instance=self.name,

@@ -62,6 +62,9 @@ def decode(delivery: Delivery, accepted: frozenset[str], max_body_bytes: int) ->
     content_type = delivery.content_type
     if not content_type:
         raise BadMessage("missing_content_type", "the message has no content type")
+    if isinstance(content_type, str):
+        # "application/json; charset=utf-8" is JSON too.
+        content_type = content_type.split(";", 1)[0].strip().lower()
     if not isinstance(content_type, str) or content_type not in accepted:
         raise BadMessage(
             "content_type_not_accepted",

@@ -163,6 +163,8 @@ class Host:
         exchange: str | None = None,
         routing_key: str | None = None,
         heartbeat: float = 20.0,
+        reconnect_backoff_min: float = 0.5,
+        reconnect_backoff_max: float = 30.0,
         **supervision: Any,
     ) -> Callable[[Handler], Handler]:
         """Decorator: consume ``queue`` with ``handler(message)``, at least once.
@@ -186,6 +188,8 @@ class Host:
                 exchange=exchange,
                 routing_key=routing_key,
                 heartbeat=heartbeat,
+                reconnect_backoff_min=reconnect_backoff_min,
+                reconnect_backoff_max=reconnect_backoff_max,
             )
         except ConfigError as exc:
             raise ConfigError(f"consumer {name!r}: {exc}") from None
@@ -630,7 +634,9 @@ def make_transport(url: str, options: ConsumerOptions, *, instance: str) -> Tran
     if scheme_of(url) in REDIS_SCHEMES:
         from .transports.redis_lists import RedisListTransport
 
-        return RedisListTransport(url, spec, instance=instance)
+        # Redis has no heartbeats: a read timeout of the same length notices a dead link.
+        timeout = max(2.0, options.heartbeat or 10.0, options.poll_interval + 1.0)
+        return RedisListTransport(url, spec, instance=instance, socket_timeout=timeout)
     from .transports.kombu_transport import KombuTransport
 
     return KombuTransport(url, spec, heartbeat=options.heartbeat)

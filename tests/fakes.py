@@ -77,5 +77,8 @@ class FakeTransport:
     def close(self) -> None:
         self.calls.append(("close", None))
 
+    def discard(self) -> None:
+        self.calls.append(("discard", None))
+
     def depth(self) -> dict[str, int]:
         return {}

@@ -62,7 +62,11 @@ class Transport(Protocol):
         """Cancel the subscription so nothing new arrives; the connection stays open."""
 
     def close(self) -> None:
-        """Close the connection; unsettled deliveries return to the queue. Never raises."""
+        """Close the connection; unsettled deliveries return to the queue. Never raises, and
+        never waits long for a broker that does not answer."""
+
+    def discard(self) -> None:
+        """Drop a connection that failed, without talking to the broker. Never raises."""
 
     def depth(self) -> dict[str, int]:
         """Messages waiting in the queue and in its dead-letter queue (for ``check``)."""

@@ -32,6 +32,7 @@ from consumer_host.redaction import redact_text, redact_url
 from .base import QueueSpec
 
 AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
+_CLOSE_TIMEOUT = 2.0
 _PERMANENT = (
     amqp.exceptions.AccessRefused,
     amqp.exceptions.NotAllowed,
@@ -120,6 +121,10 @@ class KombuTransport:
             # No retries here: the consumer backs off through the shared broker circuit.
             conn.ensure_connection(max_retries=0)
             self._channel = conn.channel()
+            if self.is_amqp:
+                # py-amqp would turn bodies into text using their declared encoding; the
+                # consumer decodes (and judges) the exact bytes that were sent instead.
+                self._channel.auto_decode = False
             self._producer = Producer(conn.channel())
             self._declare()
         if self._heartbeat:
@@ -164,18 +169,34 @@ class KombuTransport:
             self._consumer = None
 
     def close(self) -> None:
+        """Close politely, but never wait more than a couple of seconds for the broker."""
+        conn = self._forget()
+        if conn is None:
+            return
+        with self._io, suppress(Exception):  # a failing close still leaves us disconnected
+            sock = getattr(getattr(conn.connection, "transport", None), "sock", None)
+            if sock is not None:
+                sock.settimeout(_CLOSE_TIMEOUT)
+            conn.release()
+        with suppress(Exception):
+            conn.collect()
+
+    def discard(self) -> None:
+        """Drop a connection that failed, without a word to the broker: a black-holed
+        connection would never answer a polite close."""
+        conn = self._forget()
+        if conn is not None:
+            with self._io, suppress(Exception):
+                conn.collect()
+
+    def _forget(self) -> Connection | None:
         self._keeper_stop.set()
         conn, self._conn = self._conn, None
         self._consumer = None
         self._producer = None
         self._channel = None
         self._buffer = []
-        if conn is not None:
-            try:
-                with self._io:
-                    conn.release()
-            except Exception:  # noqa: BLE001, S110 - a broken connection is being dropped anyway
-                pass
+        return conn
 
     # -- consuming --------------------------------------------------------------------------------
 
@@ -183,7 +204,7 @@ class KombuTransport:
         props = message.properties
         self._buffer.append(
             Delivery(
-                body=_as_bytes(message.body),
+                body=_as_bytes(message.body, message.content_encoding),
                 content_type=message.content_type or None,
                 content_encoding=message.content_encoding or None,
                 headers=message.headers if isinstance(message.headers, dict) else {},
@@ -209,7 +230,8 @@ class KombuTransport:
         if not self._heartbeat:
             return
         now = time.monotonic()
-        if now - self._last_heartbeat_check >= 1.0:
+        # Often enough that a dead link is noticed within two heartbeats plus a fraction.
+        if now - self._last_heartbeat_check >= min(1.0, self._heartbeat / 8):
             self._last_heartbeat_check = now
             conn.heartbeat_check()
 
@@ -320,11 +342,14 @@ class KombuTransport:
                 raise BrokerUnavailable(f"cannot {where}: {_describe(exc)}") from exc
 
 
-def _as_bytes(body: Any) -> bytes:
+def _as_bytes(body: Any, encoding: str | None) -> bytes:
     if isinstance(body, bytes | bytearray | memoryview):
         return bytes(body)
-    # kombu's virtual transports hand over text for text content encodings.
-    return str(body).encode("utf-8", errors="surrogateescape")
+    # kombu's virtual transports hand over text for text content encodings: undo that.
+    try:
+        return str(body).encode(encoding or "utf-8")
+    except (LookupError, UnicodeEncodeError):
+        return str(body).encode("utf-8", errors="surrogateescape")
 
 
 def _classify(exc: BaseException, where: str) -> BrokerRefused | BrokerUnavailable:

@@ -91,6 +91,7 @@ class RedisListTransport:
         alive_ttl: float = 15.0,
         recover_interval: float = 5.0,
         connect_timeout: float = 5.0,
+        socket_timeout: float = 10.0,
     ) -> None:
         self.url = url
         self.spec = spec
@@ -98,6 +99,8 @@ class RedisListTransport:
         self.alive_ttl = alive_ttl
         self.recover_interval = recover_interval
         self._connect_timeout = connect_timeout
+        # A black-holed connection shows up as a read that never returns: this bounds it.
+        self._socket_timeout = socket_timeout
         base = f"consumer-host:{spec.queue}"
         self.keys_consumers = f"{base}:consumers"
         self.keys_delayed = f"{base}:delayed"
@@ -121,7 +124,7 @@ class RedisListTransport:
         self.close()
         options: dict[str, Any] = {
             "socket_connect_timeout": self._connect_timeout,
-            "socket_timeout": 10.0,
+            "socket_timeout": self._socket_timeout,
             "health_check_interval": 0,
             # redis-py retries silently by default; a retried LMOVE whose first reply was lost
             # would strand a message in our processing list, so failures must reach us instead.
@@ -165,6 +168,14 @@ class RedisListTransport:
 
     def stop_consuming(self) -> None:
         self._consuming = False
+
+    def discard(self) -> None:
+        """Drop a broken connection; what we held comes back through recovery."""
+        self._keeper_stop.set()
+        client, self._redis = self._redis, None
+        self._consuming = False
+        if client is not None:
+            client.close()
 
     def close(self) -> None:
         self._keeper_stop.set()

@@ -1,0 +1,179 @@
+"""``python -m bench``: raw kombu, consumer-host and Celery side by side, on RabbitMQ and Redis.
+
+Every contestant consumes the same N pre-published small JSON messages (Celery: N tasks of the
+same size) in a fresh process, three times; the table shows the median rate with min and max,
+CPU seconds per 1,000 messages and peak RSS, the ratios, and it is written to bench/RESULTS.md.
+
+    python -m bench                 # N=20000 on both brokers
+    python -m bench --n 5000 --brokers amqp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import kombu
+import redis
+from kombu import Connection, Exchange, Producer, Queue
+
+import consumer_host
+
+HERE = Path(__file__).parent
+URLS = {"amqp": "amqp://guest:guest@127.0.0.1:5672//", "redis": "redis://127.0.0.1:6379/0"}
+PREFETCH = 100
+BODY = {"id": 0, "order": "A-1000", "amount": 12.5, "items": [1, 2, 3]}
+
+
+def contestants(broker: str) -> list[tuple[str, list[str]]]:
+    rows = [
+        ("raw kombu", ["raw-kombu"]),
+        ("consumer-host pool 1", ["consumer-host", "1", "per-message"]),
+        ("consumer-host pool 4", ["consumer-host", "4", "per-message"]),
+    ]
+    if broker == "amqp":
+        rows += [
+            ("consumer-host pool 1, coalesced acks", ["consumer-host", "1", "coalesce"]),
+            ("consumer-host pool 4, coalesced acks", ["consumer-host", "4", "coalesce"]),
+        ]
+    return [*rows, ("Celery solo, acks_late", ["celery"])]
+
+
+def publish(broker: str, queue: str, n: int, celery: bool) -> None:
+    url = URLS[broker]
+    if celery:
+        from bench.celery_app import make_app
+
+        app = make_app(url, PREFETCH)
+        with app.producer_or_acquire() as producer:
+            for i in range(n):
+                app.send_task("bench.noop", args=[i], queue=queue, producer=producer)
+        return
+    with Connection(url) as conn:
+        channel = conn.channel()
+        declared = Queue(queue, Exchange(""), routing_key=queue, durable=True)
+        declared.bind(channel).declare()
+        producer = Producer(channel)
+        for i in range(n):
+            producer.publish({**BODY, "id": i}, exchange="", routing_key=queue,
+                             serializer="json", delivery_mode=2, retry=False)
+
+
+def purge(broker: str, queue: str) -> None:
+    if broker == "redis":
+        client = redis.Redis.from_url(URLS[broker])
+        client.delete(queue, f"{queue}.dlq", *client.keys(f"consumer-host:{queue}:*"),
+                      *client.keys(f"_kombu.binding.{queue}"), "unacked", "unacked_index")
+        return
+    with Connection(URLS[broker]) as conn:
+        for name in (queue, f"{queue}.dlq"):
+            try:
+                conn.channel().queue_delete(name)
+            except Exception:  # noqa: BLE001, S112 - not there
+                continue
+
+
+def run_one(broker: str, args: list[str], n: int) -> dict[str, Any]:
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    try:
+        publish(broker, queue, n, celery=args[0] == "celery")
+        command = [sys.executable, "-m", "bench.contestants", args[0], URLS[broker], queue,
+                   str(n), str(PREFETCH), *args[1:]]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                                cwd=HERE.parent, check=False)
+        lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
+        if not lines:
+            raise RuntimeError(f"{args} failed: {result.stderr[-2000:]}")
+        return json.loads(lines[-1])
+    finally:
+        purge(broker, queue)
+
+
+def measure(brokers: list[str], n: int, repeats: int) -> dict[str, list[dict[str, Any]]]:
+    results: dict[str, list[dict[str, Any]]] = {}
+    for broker in brokers:
+        for name, args in contestants(broker):
+            runs = []
+            for _ in range(repeats):
+                runs.append(run_one(broker, args, n))
+                print(f"  {broker:5} {name:38} {runs[-1]['rate']:>9.0f} msg/s", flush=True)
+            results[f"{broker}|{name}"] = runs
+    return results
+
+
+def summarize(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    rows = []
+    for key, runs in results.items():
+        broker, name = key.split("|")
+        rates = [r["rate"] for r in runs]
+        rows.append({
+            "broker": broker, "name": name, "rate": statistics.median(rates),
+            "min": min(rates), "max": max(rates),
+            "cpu": statistics.median(r["cpu_per_1000"] for r in runs),
+            "rss": max(r["peak_rss_mb"] for r in runs),
+        })
+    for row in rows:
+        peers = {r["name"]: r["rate"] for r in rows if r["broker"] == row["broker"]}
+        row["vs_kombu"] = row["rate"] / peers["raw kombu"]
+        row["vs_celery"] = row["rate"] / peers["Celery solo, acks_late"]
+    return rows
+
+
+def render(rows: list[dict[str, Any]], n: int, repeats: int) -> str:
+    versions = {"consumer-host": consumer_host.__version__, "kombu": kombu.__version__,
+                "redis-py": redis.__version__, "python": platform.python_version()}
+    try:
+        import celery
+
+        versions["celery"] = celery.__version__
+    except ImportError:
+        pass
+    lines = [
+        "# Benchmark results",
+        "",
+        f"`python -m bench --n {n}` on {datetime.now(UTC):%Y-%m-%d}, "
+        f"{platform.machine()}, {platform.system()}; brokers on the same machine (loopback).",
+        f"Each figure: median of {repeats} runs of {n:,} small JSON messages (min and max in "
+        "brackets), prefetch 100, counted from the first handled message to the last ack.",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+        "",
+        "| broker | contestant | msg/s (min-max) | CPU s / 1,000 msgs | peak RSS MB "
+        "| × raw kombu | × Celery |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['broker']} | {r['name']} | {r['rate']:,.0f} ({r['min']:,.0f}-{r['max']:,.0f}) "
+            f"| {r['cpu']:.3f} | {r['rss']:.0f} | {r['vs_kombu']:.2f} | {r['vs_celery']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=20_000, help="messages per run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--brokers", nargs="+", default=["amqp", "redis"], choices=list(URLS))
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    began = time.monotonic()
+    rows = summarize(measure(args.brokers, args.n, args.repeats))
+    report = render(rows, args.n, args.repeats)
+    args.out.write_text(report)
+    print()
+    print(report)
+    print(f"({time.monotonic() - began:.0f} s; written to {args.out})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""One contestant per process: consume N messages, report time, CPU and memory as JSON.
+
+Timing runs from the first handled message to the N-th, so connection set-up and worker boot
+(Celery's is long) are not counted against anyone. CPU is this process's user + system time over
+the same span.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import threading
+import time
+from typing import Any
+
+
+class Clockwork:
+    """Counts handled messages and notes when the first and the last came."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.count = 0
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.first: tuple[float, float] | None = None
+        self.last: tuple[float, float] | None = None
+
+    def tick(self) -> None:
+        with self.lock:
+            self.count += 1
+            if self.first is None:
+                self.first = (time.perf_counter(), _cpu())
+            if self.count == self.total:
+                self.last = (time.perf_counter(), _cpu())
+                self.done.set()
+
+    def report(self) -> dict[str, Any]:
+        assert self.first is not None and self.last is not None
+        seconds = self.last[0] - self.first[0]
+        return {
+            "messages": self.total,
+            "seconds": seconds,
+            "rate": (self.total - 1) / seconds if seconds else float("inf"),
+            "cpu_per_1000": (self.last[1] - self.first[1]) / self.total * 1000,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+
+
+def _cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def raw_kombu(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]:
+    """The hand-written loop a careful kombu user would write: decode, ack, per message."""
+    from kombu import Connection, Consumer, Exchange, Queue
+
+    clock = Clockwork(total)
+
+    def on_message(body: Any, message: Any) -> None:
+        message.ack()
+        clock.tick()
+
+    with Connection(url) as conn:
+        channel = conn.channel()
+        consumer = Consumer(channel, [Queue(queue, Exchange(""), routing_key=queue, durable=True)],
+                            callbacks=[on_message], accept=["json"], prefetch_count=prefetch)
+        with consumer:
+            while not clock.done.is_set():
+                try:
+                    conn.drain_events(timeout=1)
+                except TimeoutError:
+                    continue
+    return clock.report()
+
+
+def consumer_host(url: str, queue: str, total: int, prefetch: int, pool: int,
+                  coalesce: bool = True) -> dict[str, Any]:
+    from consumer_host import Host
+    from consumer_host.broker import BrokerChoice
+
+    clock = Clockwork(total)
+    host = Host("bench")
+    host.use_broker(BrokerChoice(url, "bench"))
+    host.consumer("bench", queue=queue, pool=pool, prefetch=prefetch,
+                  ack_coalescing=coalesce)(lambda message: clock.tick())
+    host.start()
+    clock.done.wait(600)
+    report = clock.report()
+    host.stop(10)
+    return report
+
+
+def celery_worker(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]:
+    """A Celery worker, solo pool, late acks: the peer people run today."""
+    from bench.celery_app import make_app
+
+    clock = Clockwork(total)
+    app = make_app(url, prefetch)
+
+    @app.task(name="bench.noop", acks_late=True, ignore_result=True)
+    def noop(n: int) -> None:
+        clock.tick()
+        if clock.done.is_set():
+            print(json.dumps(clock.report()), flush=True)
+            os._exit(0)
+
+    app.worker_main(["worker", "-P", "solo", "-c", "1", "-Q", queue, "--without-heartbeat",
+                     "--without-gossip", "--without-mingle", "-l", "error"])
+    raise SystemExit("the Celery worker ended before handling every task")
+
+
+def main() -> None:
+    kind, url, queue, total, prefetch, *rest = sys.argv[1:]
+    n, p = int(total), int(prefetch)
+    if kind == "raw-kombu":
+        report = raw_kombu(url, queue, n, p)
+    elif kind == "consumer-host":
+        report = consumer_host(url, queue, n, p, int(rest[0]), coalesce=rest[1] == "coalesce")
+    elif kind == "celery":
+        celery_worker(url, queue, n, p)
+        return
+    else:
+        raise SystemExit(f"unknown contestant {kind}")
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main()
