@@ -64,21 +64,33 @@ def publish(broker: str, queue: str, n: int, celery: bool) -> None:
         declared.bind(channel).declare()
         producer = Producer(channel)
         for i in range(n):
-            producer.publish({**BODY, "id": i}, exchange="", routing_key=queue,
-                             serializer="json", delivery_mode=2, retry=False)
+            producer.publish(
+                {**BODY, "id": i},
+                exchange="",
+                routing_key=queue,
+                serializer="json",
+                delivery_mode=2,
+                retry=False,
+            )
 
 
 def purge(broker: str, queue: str) -> None:
     if broker == "redis":
         client = redis.Redis.from_url(URLS[broker])
-        client.delete(queue, f"{queue}.dlq", *client.keys(f"consumer-host:{queue}:*"),
-                      *client.keys(f"_kombu.binding.{queue}"), "unacked", "unacked_index")
+        client.delete(
+            queue,
+            f"{queue}.dlq",
+            *client.keys(f"consumer-host:{queue}:*"),
+            *client.keys(f"_kombu.binding.{queue}"),
+            "unacked",
+            "unacked_index",
+        )
         return
     with Connection(URLS[broker]) as conn:
         for name in (queue, f"{queue}.dlq"):
             try:
                 conn.channel().queue_delete(name)
-            except Exception:  # noqa: BLE001, S112 - not there
+            except Exception:
                 continue
 
 
@@ -86,10 +98,20 @@ def run_one(broker: str, args: list[str], n: int) -> dict[str, Any]:
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     try:
         publish(broker, queue, n, celery=args[0] == "celery")
-        command = [sys.executable, "-m", "bench.contestants", args[0], URLS[broker], queue,
-                   str(n), str(PREFETCH), *args[1:]]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                                cwd=HERE.parent, check=False)
+        command = [
+            sys.executable,
+            "-m",
+            "bench.contestants",
+            args[0],
+            URLS[broker],
+            queue,
+            str(n),
+            str(PREFETCH),
+            *args[1:],
+        ]
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=300, cwd=HERE.parent, check=False
+        )
         lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
         if not lines:
             raise RuntimeError(f"{args} failed: {result.stderr[-2000:]}")
@@ -115,12 +137,17 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     for key, runs in results.items():
         broker, name = key.split("|")
         rates = [r["rate"] for r in runs]
-        rows.append({
-            "broker": broker, "name": name, "rate": statistics.median(rates),
-            "min": min(rates), "max": max(rates),
-            "cpu": statistics.median(r["cpu_per_1000"] for r in runs),
-            "rss": max(r["peak_rss_mb"] for r in runs),
-        })
+        rows.append(
+            {
+                "broker": broker,
+                "name": name,
+                "rate": statistics.median(rates),
+                "min": min(rates),
+                "max": max(rates),
+                "cpu": statistics.median(r["cpu_per_1000"] for r in runs),
+                "rss": max(r["peak_rss_mb"] for r in runs),
+            }
+        )
     for row in rows:
         peers = {r["name"]: r["rate"] for r in rows if r["broker"] == row["broker"]}
         row["vs_kombu"] = row["rate"] / peers["raw kombu"]
@@ -129,8 +156,12 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 def render(rows: list[dict[str, Any]], n: int, repeats: int) -> str:
-    versions = {"consumer-host": consumer_host.__version__, "kombu": kombu.__version__,
-                "redis-py": redis.__version__, "python": platform.python_version()}
+    versions = {
+        "consumer-host": consumer_host.__version__,
+        "kombu": kombu.__version__,
+        "redis-py": redis.__version__,
+        "python": platform.python_version(),
+    }
     try:
         import celery
 
@@ -148,7 +179,7 @@ def render(rows: list[dict[str, Any]], n: int, repeats: int) -> str:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
         "",
         "| broker | contestant | msg/s (min-max) | CPU s / 1,000 msgs | peak RSS MB "
-        "| × raw kombu | × Celery |",
+        "| vs raw kombu | vs Celery |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:

@@ -37,7 +37,8 @@ class Clockwork:
                 self.done.set()
 
     def report(self) -> dict[str, Any]:
-        assert self.first is not None and self.last is not None
+        assert self.first is not None
+        assert self.last is not None
         seconds = self.last[0] - self.first[0]
         return {
             "messages": self.total,
@@ -65,8 +66,13 @@ def raw_kombu(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]
 
     with Connection(url) as conn:
         channel = conn.channel()
-        consumer = Consumer(channel, [Queue(queue, Exchange(""), routing_key=queue, durable=True)],
-                            callbacks=[on_message], accept=["json"], prefetch_count=prefetch)
+        consumer = Consumer(
+            channel,
+            [Queue(queue, Exchange(""), routing_key=queue, durable=True)],
+            callbacks=[on_message],
+            accept=["json"],
+            prefetch_count=prefetch,
+        )
         with consumer:
             while not clock.done.is_set():
                 try:
@@ -76,16 +82,18 @@ def raw_kombu(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]
     return clock.report()
 
 
-def consumer_host(url: str, queue: str, total: int, prefetch: int, pool: int,
-                  coalesce: bool = True) -> dict[str, Any]:
+def consumer_host(
+    url: str, queue: str, total: int, prefetch: int, pool: int, coalesce: bool = True
+) -> dict[str, Any]:
     from consumer_host import Host
     from consumer_host.broker import BrokerChoice
 
     clock = Clockwork(total)
     host = Host("bench")
     host.use_broker(BrokerChoice(url, "bench"))
-    host.consumer("bench", queue=queue, pool=pool, prefetch=prefetch,
-                  ack_coalescing=coalesce)(lambda message: clock.tick())
+    host.consumer("bench", queue=queue, pool=pool, prefetch=prefetch, ack_coalescing=coalesce)(
+        lambda message: clock.tick()
+    )
     host.start()
     clock.done.wait(600)
     report = clock.report()
@@ -104,11 +112,26 @@ def celery_worker(url: str, queue: str, total: int, prefetch: int) -> dict[str, 
     def noop(n: int) -> None:
         clock.tick()
         if clock.done.is_set():
-            print(json.dumps(clock.report()), flush=True)
+            # Celery redirects sys.stdout into its logger: write to the real one.
+            os.write(1, (json.dumps(clock.report()) + "\n").encode())
             os._exit(0)
 
-    app.worker_main(["worker", "-P", "solo", "-c", "1", "-Q", queue, "--without-heartbeat",
-                     "--without-gossip", "--without-mingle", "-l", "error"])
+    app.worker_main(
+        [
+            "worker",
+            "-P",
+            "solo",
+            "-c",
+            "1",
+            "-Q",
+            queue,
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "error",
+        ]
+    )
     raise SystemExit("the Celery worker ended before handling every task")
 
 

@@ -50,6 +50,7 @@ class ConsumerOptions:
     exchange: str | None = None
     routing_key: str | None = None
     heartbeat: float = 20.0
+    ack_coalescing: bool = True
     reconnect_backoff_min: float = 0.5
     reconnect_backoff_max: float = 30.0
     poll_interval: float = 0.5

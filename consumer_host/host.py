@@ -163,6 +163,7 @@ class Host:
         exchange: str | None = None,
         routing_key: str | None = None,
         heartbeat: float = 20.0,
+        ack_coalescing: bool = True,
         reconnect_backoff_min: float = 0.5,
         reconnect_backoff_max: float = 30.0,
         **supervision: Any,
@@ -188,6 +189,7 @@ class Host:
                 exchange=exchange,
                 routing_key=routing_key,
                 heartbeat=heartbeat,
+                ack_coalescing=ack_coalescing,
                 reconnect_backoff_min=reconnect_backoff_min,
                 reconnect_backoff_max=reconnect_backoff_max,
             )
@@ -639,4 +641,6 @@ def make_transport(url: str, options: ConsumerOptions, *, instance: str) -> Tran
         return RedisListTransport(url, spec, instance=instance, socket_timeout=timeout)
     from .transports.kombu_transport import KombuTransport
 
-    return KombuTransport(url, spec, heartbeat=options.heartbeat)
+    return KombuTransport(
+        url, spec, heartbeat=options.heartbeat, ack_coalescing=options.ack_coalescing
+    )

@@ -318,3 +318,63 @@ class TestRedisRecovery:
         client = redis_lib.Redis.from_url(redis_broker.url)
         assert client.keys(f"consumer-host:{queue}:processing:*") == []
         assert client.llen(queue) == 50 - host.status()[0]["acked"]
+
+
+class TestAckCoalescing:
+    def test_runs_of_acks_become_one_multiple_ack_and_idle_ones_are_flushed_soon(
+        self, amqp_broker, monkeypatch
+    ):
+        import amqp.channel
+
+        from .brokers import rabbit_unacked
+
+        calls = []
+        original = amqp.channel.Channel.basic_ack
+
+        def counting(self, delivery_tag, multiple=False, **kwargs):
+            calls.append(multiple)
+            return original(self, delivery_tag, multiple=multiple, **kwargs)
+
+        monkeypatch.setattr(amqp.channel.Channel, "basic_ack", counting)
+        queue = unique_queue()
+        amqp_broker.publish_many(queue, [{"n": n} for n in range(400)])
+        seen = []
+        host = make_host(amqp_broker)
+        host.consumer("orders", queue=queue, prefetch=50)(seen.append)
+        host.start()
+        try:
+            wait_until(lambda: len(seen) == 400, what="400 handled")
+            wait_until(lambda: amqp_broker.depth(queue) == 0)
+            amqp_broker.publish_many(queue, [{"n": n} for n in range(3)])
+            wait_until(lambda: len(seen) == 403)
+            # three acks, fewer than a batch: flushed by the 50 ms timer, not by stopping
+            wait_until(lambda: rabbit_unacked(queue) == 0, what="the idle acks flushed")
+        finally:
+            host.stop(10)
+        assert calls, "acks were sent"
+        assert all(calls), "every ack was a multiple ack"
+        assert len(calls) <= 400 // 25 + 5
+        assert amqp_broker.depth(queue) == 0
+
+    def test_per_message_acks_when_coalescing_is_off(self, amqp_broker, monkeypatch):
+        import amqp.channel
+
+        calls = []
+        original = amqp.channel.Channel.basic_ack
+
+        def counting(self, delivery_tag, multiple=False, **kwargs):
+            calls.append(multiple)
+            return original(self, delivery_tag, multiple=multiple, **kwargs)
+
+        monkeypatch.setattr(amqp.channel.Channel, "basic_ack", counting)
+        queue = unique_queue()
+        amqp_broker.publish_many(queue, [{"n": n} for n in range(50)])
+        seen = []
+        host = make_host(amqp_broker)
+        host.consumer("orders", queue=queue, ack_coalescing=False)(seen.append)
+        host.start()
+        try:
+            wait_until(lambda: len(seen) == 50)
+        finally:
+            host.stop(10)
+        assert calls == [False] * 50

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from consumer_host.message import Delivery
+from consumer_host.redaction import redact_url
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,3 +72,18 @@ class Transport(Protocol):
     def depth(self) -> dict[str, int]:
         """Messages waiting in the queue and in its dead-letter queue (for ``check``)."""
         ...
+
+
+class Place:
+    """Where a broker operation failed (``read from amqp://user:***@host// queue 'orders'``),
+    turned into text only when an error message is built."""
+
+    __slots__ = ("action", "queue", "url")
+
+    def __init__(self, action: str, url: str, queue: str) -> None:
+        self.action = action
+        self.url = url
+        self.queue = queue
+
+    def __format__(self, spec: str) -> str:
+        return f"{self.action} {redact_url(self.url)} queue {self.queue!r}"

@@ -40,7 +40,7 @@ from consumer_host.errors import BrokerRefused, BrokerUnavailable
 from consumer_host.message import Delivery
 from consumer_host.redaction import redact_text, redact_url
 
-from .base import QueueSpec
+from .base import Place, QueueSpec
 
 _PROMOTE_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -352,7 +352,8 @@ class RedisListTransport:
 
     @contextmanager
     def _translated(self, action: str) -> Iterator[None]:
-        where = f"{action} {redact_url(self.url)} queue {self.spec.queue!r}"
+        # The text is only needed on an error; building it per call would tax every message.
+        where = Place(action, self.url, self.spec.queue)
         try:
             yield
         except (
