@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -155,6 +158,62 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return rows
 
 
+def measure_idle(broker: str) -> dict[str, Any]:
+    queue = f"idle-{uuid.uuid4().hex[:6]}"
+    command = [
+        sys.executable,
+        "-m",
+        "bench.contestants",
+        "idle",
+        URLS[broker],
+        queue,
+        "10",
+        "0",
+        "10",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, cwd=HERE.parent, check=False
+    )
+    for index in range(10):
+        purge(broker, f"{queue}-{index}")
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"idle host failed: {result.stderr[-2000:]}")
+    return {"broker": broker, **json.loads(lines[-1])}
+
+
+def measure_sigterm(broker: str) -> dict[str, Any]:
+    """SIGTERM while a 2 s handler is 0.5 s in: how long past the handler's end until exit."""
+    queue = f"term-{uuid.uuid4().hex[:6]}"
+    app = HERE / "sigterm_app.py"
+    publish(broker, queue, 5, celery=False)
+    env = {
+        **os.environ,
+        "CONSUMER_HOST_BROKER_URL": URLS[broker],
+        "BENCH_QUEUE": queue,
+        "CONSUMER_HOST_LOG_LEVEL": "warning",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "consumer_host", "run", str(app)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=HERE.parent,
+    )
+    try:
+        assert process.stdout is not None
+        while "handler started" not in process.stdout.readline():
+            pass
+        threading.Event().wait(0.5)
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+        after = time.monotonic() - sent - 1.5  # the handler had 1.5 s left
+    finally:
+        purge(broker, queue)
+    return {"broker": broker, "exit_code": code, "seconds_after_handler": after}
+
+
 def render(rows: list[dict[str, Any]], n: int, repeats: int) -> str:
     versions = {
         "consumer-host": consumer_host.__version__,
@@ -190,6 +249,24 @@ def render(rows: list[dict[str, Any]], n: int, repeats: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_costs(idle: list[dict[str, Any]], sigterm: list[dict[str, Any]]) -> str:
+    lines = [
+        "",
+        "## Idle cost and shutdown",
+        "",
+        "| broker | 10 idle consumers: CPU % of a core | peak RSS MB "
+        "| SIGTERM to exit, past the in-flight handler's end |",
+        "| --- | --- | --- | --- |",
+    ]
+    for cost, term in zip(idle, sigterm, strict=True):
+        lines.append(
+            f"| {cost['broker']} | {cost['cpu_percent']:.2f} | "
+            f"{cost['peak_rss_mb']:.0f} | {term['seconds_after_handler']:.2f} s "
+            f"(exit {term['exit_code']}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=20_000, help="messages per run")
@@ -199,7 +276,9 @@ def main() -> None:
     args = parser.parse_args()
     began = time.monotonic()
     rows = summarize(measure(args.brokers, args.n, args.repeats))
-    report = render(rows, args.n, args.repeats)
+    idle = [measure_idle(broker) for broker in args.brokers]
+    sigterm = [measure_sigterm(broker) for broker in args.brokers]
+    report = render(rows, args.n, args.repeats) + render_costs(idle, sigterm)
     args.out.write_text(report)
     print()
     print(report)

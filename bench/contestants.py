@@ -145,9 +145,33 @@ def main() -> None:
     elif kind == "celery":
         celery_worker(url, queue, n, p)
         return
+    elif kind == "idle":
+        report = idle_host(url, queue, n, float(rest[0]))
     else:
         raise SystemExit(f"unknown contestant {kind}")
     print(json.dumps(report), flush=True)
+
+
+def idle_host(url: str, queue: str, consumers: int, seconds: float) -> dict[str, Any]:
+    """A host with idle consumers: what it costs to wait."""
+    from consumer_host import Host
+    from consumer_host.broker import BrokerChoice
+
+    host = Host("idle")
+    host.use_broker(BrokerChoice(url, "bench"))
+    for index in range(consumers):
+        host.consumer(f"idle-{index}", queue=f"{queue}-{index}")(lambda message: None)
+    host.start()
+    threading.Event().wait(3)  # connected and settled
+    began, cpu = time.perf_counter(), _cpu()
+    threading.Event().wait(seconds)
+    report = {
+        "consumers": consumers,
+        "cpu_percent": (_cpu() - cpu) / (time.perf_counter() - began) * 100,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    host.stop(10)
+    return report
 
 
 if __name__ == "__main__":
