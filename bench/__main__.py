@@ -32,12 +32,22 @@ from kombu import Connection, Exchange, Producer, Queue
 import consumer_host
 
 HERE = Path(__file__).parent
-URLS = {"amqp": "amqp://guest:guest@127.0.0.1:5672//", "redis": "redis://127.0.0.1:6379/0"}
+URLS = {
+    "amqp": "amqp://guest:guest@127.0.0.1:5672//",
+    "redis": "redis://127.0.0.1:6379/0",
+    "streams": "redis+streams://127.0.0.1:6379/0",
+}
 PREFETCH = 100
 BODY = {"id": 0, "order": "A-1000", "amount": 12.5, "items": [1, 2, 3]}
 
 
 def contestants(broker: str) -> list[tuple[str, list[str]]]:
+    if broker == "streams":
+        return [
+            ("raw redis-py streams", ["raw-streams"]),
+            ("consumer-host pool 1", ["consumer-host", "1", "coalesce"]),
+            ("consumer-host pool 4", ["consumer-host", "4", "coalesce"]),
+        ]
     rows = [
         ("raw kombu", ["raw-kombu"]),
         ("consumer-host pool 1", ["consumer-host", "1", "per-message"]),
@@ -53,6 +63,18 @@ def contestants(broker: str) -> list[tuple[str, list[str]]]:
 
 def publish(broker: str, queue: str, n: int, celery: bool) -> None:
     url = URLS[broker]
+    if broker == "streams":
+        from consumer_host.transports.redis_streams import entry_fields
+
+        client = redis.Redis.from_url(URLS["redis"])
+        pipe = client.pipeline(transaction=False)
+        for i in range(n):
+            body = json.dumps({**BODY, "id": i}).encode()
+            pipe.xadd(queue, entry_fields(body, "application/json", "utf-8", {}, str(i)))
+            if len(pipe) >= 1000:
+                pipe.execute()
+        pipe.execute()
+        return
     if celery:
         from bench.celery_app import make_app
 
@@ -78,8 +100,8 @@ def publish(broker: str, queue: str, n: int, celery: bool) -> None:
 
 
 def purge(broker: str, queue: str) -> None:
-    if broker == "redis":
-        client = redis.Redis.from_url(URLS[broker])
+    if broker in ("redis", "streams"):
+        client = redis.Redis.from_url(URLS["redis"])
         client.delete(
             queue,
             f"{queue}.dlq",
@@ -153,8 +175,10 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         )
     for row in rows:
         peers = {r["name"]: r["rate"] for r in rows if r["broker"] == row["broker"]}
-        row["vs_kombu"] = row["rate"] / peers["raw kombu"]
-        row["vs_celery"] = row["rate"] / peers["Celery solo, acks_late"]
+        baseline = peers.get("raw kombu") or peers.get("raw redis-py streams")
+        celery = peers.get("Celery solo, acks_late")
+        row["vs_raw"] = row["rate"] / baseline if baseline else None
+        row["vs_celery"] = row["rate"] / celery if celery else None
     return rows
 
 
@@ -238,14 +262,30 @@ def render(rows: list[dict[str, Any]], n: int, repeats: int) -> str:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
         "",
         "| broker | contestant | msg/s (min-max) | CPU s / 1,000 msgs | peak RSS MB "
-        "| vs raw kombu | vs Celery |",
+        "| vs raw loop | vs Celery |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
+        vs_raw = "-" if r["vs_raw"] is None else f"{r['vs_raw']:.2f}"
+        vs_celery = "-" if r["vs_celery"] is None else f"{r['vs_celery']:.2f}"
         lines.append(
             f"| {r['broker']} | {r['name']} | {r['rate']:,.0f} ({r['min']:,.0f}-{r['max']:,.0f}) "
-            f"| {r['cpu']:.3f} | {r['rss']:.0f} | {r['vs_kombu']:.2f} | {r['vs_celery']:.2f} |"
+            f"| {r['cpu']:.3f} | {r['rss']:.0f} | {vs_raw} | {vs_celery} |"
         )
+    rate = {(r["broker"], r["name"]): r["rate"] for r in rows}
+    streams = rate.get(("streams", "consumer-host pool 1"))
+    kombu_redis = rate.get(("redis", "raw kombu"))
+    if streams and kombu_redis:
+        lines += [
+            "",
+            f"Redis Streams through consumer-host (pool 1) against kombu's Redis "
+            f"transport (the raw kombu loop on Redis): {streams / kombu_redis:.1f}x.",
+        ]
+    lines += [
+        "",
+        "The raw loop is the baseline on each broker: raw kombu on RabbitMQ and Redis "
+        "lists, a plain redis-py XREADGROUP/XACK loop on Redis Streams.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -271,13 +311,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=20_000, help="messages per run")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--brokers", nargs="+", default=["amqp", "redis"], choices=list(URLS))
+    parser.add_argument("--brokers", nargs="+", default=list(URLS), choices=list(URLS))
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
     began = time.monotonic()
     rows = summarize(measure(args.brokers, args.n, args.repeats))
-    idle = [measure_idle(broker) for broker in args.brokers]
-    sigterm = [measure_sigterm(broker) for broker in args.brokers]
+    costed = [b for b in args.brokers if b != "streams"]
+    idle = [measure_idle(broker) for broker in costed]
+    sigterm = [measure_sigterm(broker) for broker in costed]
     report = render(rows, args.n, args.repeats) + render_costs(idle, sigterm)
     args.out.write_text(report)
     print()

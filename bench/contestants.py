@@ -7,6 +7,7 @@ the same span.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -82,6 +83,27 @@ def raw_kombu(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]
     return clock.report()
 
 
+def raw_streams(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]:
+    """A plain redis-py loop on a stream: XREADGROUP a batch, XACK the batch."""
+    import redis
+
+    clock = Clockwork(total)
+    client = redis.Redis.from_url(url.replace("+streams", ""))
+    group, consumer = queue, "raw"
+    with contextlib.suppress(redis.ResponseError):  # the group exists already
+        client.xgroup_create(queue, group, id="0", mkstream=True)
+    while not clock.done.is_set():
+        reply = client.xreadgroup(group, consumer, {queue: ">"}, count=prefetch, block=1000)
+        for _stream, entries in reply or ():
+            ids = []
+            for entry_id, fields in entries:
+                json.loads(fields[b"body"])
+                ids.append(entry_id)
+                clock.tick()
+            client.xack(queue, group, *ids)
+    return clock.report()
+
+
 def consumer_host(
     url: str, queue: str, total: int, prefetch: int, pool: int, coalesce: bool = True
 ) -> dict[str, Any]:
@@ -138,7 +160,9 @@ def celery_worker(url: str, queue: str, total: int, prefetch: int) -> dict[str, 
 def main() -> None:
     kind, url, queue, total, prefetch, *rest = sys.argv[1:]
     n, p = int(total), int(prefetch)
-    if kind == "raw-kombu":
+    if kind == "raw-streams":
+        report = raw_streams(url, queue, n, p)
+    elif kind == "raw-kombu":
         report = raw_kombu(url, queue, n, p)
     elif kind == "consumer-host":
         report = consumer_host(url, queue, n, p, int(rest[0]), coalesce=rest[1] == "coalesce")

@@ -19,7 +19,8 @@ EMBEDDED_BROKER_URL = "filesystem://"
 
 KOMBU_SCHEMES = frozenset({"amqp", "amqps", "pyamqp", "memory", "filesystem"})
 REDIS_SCHEMES = frozenset({"redis", "rediss"})
-SCHEMES = KOMBU_SCHEMES | REDIS_SCHEMES
+STREAMS_SCHEMES = frozenset({"redis+streams", "rediss+streams"})
+SCHEMES = KOMBU_SCHEMES | REDIS_SCHEMES | STREAMS_SCHEMES
 
 #: Platform variables, in the order they are looked at after CONSUMER_HOST_BROKER_URL.
 PLATFORM_VARIABLES = ("CLOUDAMQP_URL", "RABBITMQ_URL", "REDIS_TLS_URL", "REDIS_URL")

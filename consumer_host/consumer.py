@@ -51,6 +51,8 @@ class ConsumerOptions:
     routing_key: str | None = None
     heartbeat: float = 20.0
     ack_coalescing: bool = True
+    group: str | None = None
+    claim_after: float = 60.0
     reconnect_backoff_min: float = 0.5
     reconnect_backoff_max: float = 30.0
     poll_interval: float = 0.5
@@ -63,7 +65,7 @@ class ConsumerOptions:
             value = getattr(self, option)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ConfigError(f"{option} must be an integer >= {minimum}, got {value!r}")
-        for option in ("heartbeat", "poll_interval"):
+        for option in ("heartbeat", "poll_interval", "claim_after"):
             value = getattr(self, option)
             if not isinstance(value, int | float) or value < 0:
                 raise ConfigError(f"{option} must be >= 0 seconds, got {value!r}")
@@ -315,7 +317,13 @@ class Consumer:
             except BadMessage as bad:
                 self._reject_bad_input(delivery, bad)
                 return
-            attempt = delivery.attempt
+            attempt = max(delivery.attempt, delivery.delivery_count or 1)
+            if attempt > self.options.max_retries + 1:
+                # Delivered this often without an ack or a failure: the handler keeps killing
+                # the process. Stop the loop of crashes here.
+                error = RuntimeError(f"delivered {attempt} times without being settled")
+                self._dead_letter(delivery, error, attempt, reason="redelivered too often")
+                return
             message = Message(
                 body=body,
                 headers=delivery.headers,

@@ -164,6 +164,8 @@ class Host:
         routing_key: str | None = None,
         heartbeat: float = 20.0,
         ack_coalescing: bool = True,
+        group: str | None = None,
+        claim_after: float = 60.0,
         reconnect_backoff_min: float = 0.5,
         reconnect_backoff_max: float = 30.0,
         **supervision: Any,
@@ -190,6 +192,8 @@ class Host:
                 routing_key=routing_key,
                 heartbeat=heartbeat,
                 ack_coalescing=ack_coalescing,
+                group=group,
+                claim_after=claim_after,
                 reconnect_backoff_min=reconnect_backoff_min,
                 reconnect_backoff_max=reconnect_backoff_max,
             )
@@ -630,9 +634,20 @@ def _fields(options: SupervisionOptions) -> dict[str, Any]:
 
 def make_transport(url: str, options: ConsumerOptions, *, instance: str) -> Transport:
     """The transport for ``url``'s scheme."""
-    from .broker import REDIS_SCHEMES, scheme_of
+    from .broker import REDIS_SCHEMES, STREAMS_SCHEMES, scheme_of
 
     spec = options.queue_spec()
+    if scheme_of(url) in STREAMS_SCHEMES:
+        from .transports.redis_streams import RedisStreamsTransport
+
+        return RedisStreamsTransport(
+            url,
+            spec,
+            instance=instance,
+            group=options.group,
+            claim_after=options.claim_after,
+            socket_timeout=max(2.0, options.heartbeat or 10.0, options.poll_interval + 1.0),
+        )
     if scheme_of(url) in REDIS_SCHEMES:
         from .transports.redis_lists import RedisListTransport
 

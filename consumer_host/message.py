@@ -22,6 +22,8 @@ class Delivery:
     properties: dict[str, Any]
     delivery_info: dict[str, Any]
     redelivered: bool = False
+    delivery_count: int | None = None
+    """How often the broker has handed this message out, where it knows (Redis Streams)."""
     handle: Any = None
     """The transport's own handle for acking (a kombu message, a raw Redis entry, ...)."""
 

@@ -15,8 +15,11 @@ import pytest
 import redis
 from kombu import Connection, Exchange, Producer, Queue
 
+from consumer_host.transports.redis_streams import entry_fields
+
 AMQP_URL = os.environ.get("CONSUMER_HOST_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 REDIS_URL = os.environ.get("CONSUMER_HOST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+STREAMS_URL = REDIS_URL.replace("redis://", "redis+streams://", 1)
 REQUIRE = os.environ.get("CONSUMER_HOST_REQUIRE_BROKERS") == "1"
 
 
@@ -47,7 +50,12 @@ class BrokerTool:
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self.url = {"amqp": AMQP_URL, "redis": REDIS_URL, "memory": "memory://"}[kind]
+        self.url = {
+            "amqp": AMQP_URL,
+            "redis": REDIS_URL,
+            "memory": "memory://",
+            "streams": STREAMS_URL,
+        }[kind]
         self._conn: Connection | None = None
         self.queues: set[str] = set()
 
@@ -74,6 +82,12 @@ class BrokerTool:
         self, queue: str, body: Any, *, headers: dict[str, Any] | None = None, **properties: Any
     ) -> None:
         self.queues.add(queue)
+        if self.kind == "streams":
+            message_id = properties.get("message_id")
+            self._xadd(
+                queue, json.dumps(body).encode(), "application/json", headers or {}, message_id
+            )
+            return
         channel = self.conn.default_channel
         producer = Producer(channel)
         producer.publish(
@@ -89,6 +103,15 @@ class BrokerTool:
 
     def publish_many(self, queue: str, bodies: list[Any]) -> None:
         self.queues.add(queue)
+        if self.kind == "streams":
+            pipe = self._streams().pipeline(transaction=False)
+            for body in bodies:
+                pipe.xadd(
+                    queue,
+                    entry_fields(json.dumps(body).encode(), "application/json", "utf-8", {}, None),
+                )
+            pipe.execute()
+            return
         declared = Queue(queue, Exchange(""), routing_key=queue, durable=True)
         channel = self.conn.default_channel
         producer = Producer(channel)
@@ -110,6 +133,9 @@ class BrokerTool:
     ) -> None:
         """Bytes as they are, with whatever content type (or none) the test wants."""
         self.queues.add(queue)
+        if self.kind == "streams":
+            self._xadd(queue, body, content_type, headers or {}, message_id)
+            return
         if self.kind == "redis":
             envelope = {
                 "body": base64.b64encode(body).decode(),
@@ -142,8 +168,32 @@ class BrokerTool:
         self.queues.add(queue)
         redis.Redis.from_url(self.url).lpush(queue, raw)
 
+    def _streams(self) -> redis.Redis:
+        return redis.Redis.from_url(REDIS_URL)
+
+    def _xadd(self, queue, body, content_type, headers, message_id) -> None:
+        fields = entry_fields(body, content_type, "utf-8", headers, message_id)
+        self._streams().xadd(queue, fields)
+
+    def _stream_backlog(self, queue: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Entries of a stream the consumer group has not acked: unread ones and pending ones."""
+        client = self._streams()
+        if not client.exists(queue):
+            return []
+        groups = [g for g in client.xinfo_groups(queue) if g["name"] == queue.encode()]
+        if not groups:
+            return client.xrange(queue)
+        unread = client.xrange(queue, min=f"({groups[0]['last-delivered-id'].decode()}")
+        pending = [
+            client.xrange(queue, min=p["message_id"], max=p["message_id"])[0]
+            for p in client.xpending_range(queue, queue, min="-", max="+", count=10_000)
+        ]
+        return sorted(pending + unread)
+
     def depth(self, queue: str) -> int:
         self.queues.add(queue)
+        if self.kind == "streams":
+            return len(self._stream_backlog(queue))
         if self.kind == "redis":
             return int(redis.Redis.from_url(self.url).llen(queue))
         channel = self.conn.channel()
@@ -157,6 +207,13 @@ class BrokerTool:
         """Take every message off ``queue``: (body bytes, headers, content type) each."""
         self.queues.add(queue)
         out = []
+        if self.kind == "streams":
+            for _, fields in self._stream_backlog(queue):
+                headers = json.loads(fields.get(b"headers") or b"{}")
+                content_type = (fields.get(b"content-type") or b"").decode() or None
+                out.append((fields.get(b"body", b""), headers, content_type))
+            self._streams().delete(queue)
+            return out
         if self.kind == "redis":
             client = redis.Redis.from_url(self.url)
             while (raw := client.rpop(queue)) is not None:
@@ -180,8 +237,8 @@ class BrokerTool:
         return out
 
     def delete(self, queue: str) -> None:
-        if self.kind == "redis":
-            client = redis.Redis.from_url(self.url)
+        if self.kind in ("redis", "streams"):
+            client = redis.Redis.from_url(REDIS_URL)
             keys = [queue, f"{queue}.dlq", *client.keys(f"consumer-host:{queue}:*")]
             client.delete(*keys)
             return

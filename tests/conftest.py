@@ -12,21 +12,21 @@ def _reset_structlog():
     structlog.reset_defaults()
 
 
-@pytest.fixture(params=["memory", "amqp", "redis"])
+@pytest.fixture(params=["memory", "amqp", "redis", "streams"])
 def broker(request):
     """A real broker (RabbitMQ, Redis) or kombu's in-process one, with cleanup after the test."""
     kind = request.param
     if kind != "memory":
-        require(kind)
+        require("amqp" if kind == "amqp" else "redis")
     tool = BrokerTool(kind)
     yield tool
     tool.close()
 
 
-@pytest.fixture(params=["amqp", "redis"])
+@pytest.fixture(params=["amqp", "redis", "streams"])
 def real_broker(request):
-    """RabbitMQ and Redis only: for what kombu's in-process broker cannot show."""
-    require(request.param)
+    """RabbitMQ, Redis lists and Redis Streams: for what kombu's in-process broker cannot show."""
+    require("amqp" if request.param == "amqp" else "redis")
     tool = BrokerTool(request.param)
     yield tool
     tool.close()
@@ -57,5 +57,5 @@ def pytest_collection_modifyitems(items):
         if callspec is None:
             continue
         kinds = {callspec.params.get("broker"), callspec.params.get("real_broker")}
-        if kinds & {"amqp", "redis"}:
+        if kinds & {"amqp", "redis", "streams"}:
             item.add_marker(pytest.mark.broker)

@@ -109,7 +109,8 @@ def canary_url(real_broker):
             channels=["*"],
             commands=["+@all"],
         )
-        yield f"redis://{user}:{password}@127.0.0.1:6379/0", password
+        scheme = "redis+streams" if real_broker.kind == "streams" else "redis"
+        yield f"{scheme}://{user}:{password}@127.0.0.1:6379/0", password
         client.acl_deluser(user)
 
 

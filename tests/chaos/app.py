@@ -38,6 +38,7 @@ host = Host(
     max_body_bytes=4096,
     reconnect_backoff_min=float(env.get("CHAOS_RECONNECT_MIN", "0.5")),
     reconnect_backoff_max=float(env.get("CHAOS_RECONNECT_MAX", "30")),
+    claim_after=float(env.get("CHAOS_CLAIM_AFTER", "60")),
 )
 def handle(message: Message) -> None:
     body = message.body

@@ -63,6 +63,16 @@ def chaos_broker(request, canary_users):
     broker.cleanup()
 
 
+@pytest.fixture(params=["amqp", "redis", "streams"])
+def any_broker(request, canary_users):
+    """RabbitMQ, Redis lists and Redis Streams, for the scenarios that must hold on all three."""
+    require("amqp" if request.param == "amqp" else "redis")
+    user, password = canary_users
+    broker = ChaosBroker(request.param, user, password)
+    yield broker
+    broker.cleanup()
+
+
 @pytest.fixture
 def ledger():
     book = Ledger()
@@ -71,10 +81,12 @@ def ledger():
 
 
 @pytest.fixture
-def hosts(chaos_broker, ledger, tmp_path):
+def hosts(request, ledger, tmp_path):
     """Start hosts with ``hosts(**env)``; all are stopped, and their output is searched for the
     canary password, at the end of the test."""
     started: list[HostProcess] = []
+    name = "any_broker" if "any_broker" in request.fixturenames else "chaos_broker"
+    chaos_broker = request.getfixturevalue(name)
 
     def start(**env):
         process = HostProcess(chaos_broker, ledger, tmp_path, **env)

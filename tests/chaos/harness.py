@@ -17,6 +17,7 @@ from typing import Any
 import redis
 from kombu import Connection, Exchange, Producer, Queue
 
+from consumer_host.transports.redis_streams import entry_fields
 from tests.brokers import rabbit_unacked
 from tests.helpers import wait_until
 
@@ -40,13 +41,18 @@ class ChaosBroker:
         self.user = user
         self.password = password
         self.port = 5672 if kind == "amqp" else 6379
+        self.streams = kind == "streams"
         self.queue = f"chaos-{uuid.uuid4().hex[:8]}"
 
     def url(self, port: int | None = None) -> str:
         port = port or self.port
         if self.kind == "amqp":
             return f"amqp://{self.user}:{self.password}@127.0.0.1:{port}//"
-        return f"redis://{self.user}:{self.password}@127.0.0.1:{port}/0"
+        scheme = "redis+streams" if self.streams else "redis"
+        return f"{scheme}://{self.user}:{self.password}@127.0.0.1:{port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(f"redis://{self.user}:{self.password}@127.0.0.1:6379/0")
 
     # -- messages ----------------------------------------------------------------------------------
 
@@ -60,7 +66,25 @@ class ChaosBroker:
         """Enqueue quickly (no confirms); with ``verify``, wait until the broker holds them all
         (only where nothing consumes yet)."""
         before = self.depth() if verify else 0
-        if self.kind == "redis":
+        if self.streams:
+            pipe = self.client().pipeline(transaction=False)
+            for body in bodies:
+                pipe.xadd(
+                    self.queue,
+                    entry_fields(
+                        json.dumps(body).encode(),
+                        "application/json",
+                        "utf-8",
+                        {},
+                        str(body.get("id")),
+                    ),
+                )
+                if len(pipe) >= 1000:
+                    pipe.execute()
+            for payload, content_type in raw:
+                pipe.xadd(self.queue, entry_fields(payload, content_type, None, {}, None))
+            pipe.execute()
+        elif self.kind == "redis":
             client = redis.Redis.from_url(self.url())
             pipe = client.pipeline(transaction=False)
             for body in bodies:
@@ -105,8 +129,16 @@ class ChaosBroker:
 
     def depth(self, queue: str | None = None) -> int:
         queue = queue or self.queue
+        if self.streams:
+            client = self.client()
+            if queue != self.queue or not client.exists(queue):
+                return int(client.xlen(queue))
+            groups = [g for g in client.xinfo_groups(queue) if g["name"] == queue.encode()]
+            if not groups:
+                return int(client.xlen(queue))
+            return int(groups[0]["lag"] or 0)
         if self.kind == "redis":
-            return int(redis.Redis.from_url(self.url()).llen(queue))
+            return int(self.client().llen(queue))
         with Connection(self.url()) as conn:
             channel = conn.channel()
             declared = channel.queue_declare(queue=queue, durable=True, auto_delete=False)
@@ -119,6 +151,11 @@ class ChaosBroker:
         """Messages held by consumers and not yet settled."""
         if self.kind == "amqp":
             return rabbit_unacked(self.queue)
+        if self.streams:
+            client = self.client()
+            if not client.exists(self.queue):
+                return 0
+            return int(client.xpending(self.queue, self.queue)["pending"])
         client = redis.Redis.from_url(self.url())
         keys = client.keys(f"consumer-host:{self.queue}:processing:*")
         return sum(int(client.llen(k)) for k in keys)
@@ -126,11 +163,17 @@ class ChaosBroker:
     def delayed(self) -> int:
         if self.kind == "amqp":
             return 0
-        return int(redis.Redis.from_url(self.url()).zcard(f"consumer-host:{self.queue}:delayed"))
+        return int(self.client().zcard(f"consumer-host:{self.queue}:delayed"))
 
     def drain_dlq(self) -> list[tuple[bytes, dict[str, Any]]]:
         name = f"{self.queue}.dlq"
         out = []
+        if self.streams:
+            client = self.client()
+            for _, fields in client.xrange(name):
+                out.append((fields[b"body"], json.loads(fields.get(b"headers") or b"{}")))
+            client.delete(name)
+            return out
         if self.kind == "redis":
             client = redis.Redis.from_url(self.url())
             while (raw := client.rpop(name)) is not None:
@@ -147,8 +190,8 @@ class ChaosBroker:
         return out
 
     def cleanup(self) -> None:
-        if self.kind == "redis":
-            client = redis.Redis.from_url(self.url())
+        if self.kind in ("redis", "streams"):
+            client = self.client()
             keys = [self.queue, f"{self.queue}.dlq", *client.keys(f"consumer-host:{self.queue}:*")]
             client.delete(*keys)
             return
