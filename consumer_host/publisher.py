@@ -103,8 +103,9 @@ class Publisher:
 
     def _xadd(self, stream: str, body: Any, headers: dict[str, Any], message_id: str) -> None:
         assert self._streams is not None
-        fields = entry_fields(json.dumps(body).encode(), "application/json", "utf-8", headers,
-                              message_id)
+        fields = entry_fields(
+            json.dumps(body).encode(), "application/json", "utf-8", headers, message_id
+        )
         try:
             self._streams.xadd(stream, fields)
         except redis.RedisError as exc:

@@ -159,7 +159,11 @@ class RedisStreamsTransport:
                 # Leave the group if we own nothing: deleting a consumer drops its pending
                 # entries, so one that still holds some stays until they are claimed.
                 mine = client.xpending_range(
-                    self.spec.queue, self.group, min="-", max="+", count=1,
+                    self.spec.queue,
+                    self.group,
+                    min="-",
+                    max="+",
+                    count=1,
                     consumername=self.consumer,
                 )
                 if not mine:
