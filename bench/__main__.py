@@ -58,7 +58,11 @@ def contestants(broker: str) -> list[tuple[str, list[str]]]:
             ("consumer-host pool 1, coalesced acks", ["consumer-host", "1", "coalesce"]),
             ("consumer-host pool 4, coalesced acks", ["consumer-host", "4", "coalesce"]),
         ]
-    return [*rows, ("Celery solo, acks_late", ["celery"])]
+    return [
+        *rows,
+        ("Celery solo, acks_late", ["celery"]),
+        ("Celery client -> consumer-host celery_task", ["consumer-host-celery"]),
+    ]
 
 
 def publish(broker: str, queue: str, n: int, celery: bool) -> None:
@@ -122,7 +126,7 @@ def purge(broker: str, queue: str) -> None:
 def run_one(broker: str, args: list[str], n: int) -> dict[str, Any]:
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     try:
-        publish(broker, queue, n, celery=args[0] == "celery")
+        publish(broker, queue, n, celery=args[0] in ("celery", "consumer-host-celery"))
         command = [
             sys.executable,
             "-m",

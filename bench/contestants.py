@@ -123,6 +123,22 @@ def consumer_host(
     return report
 
 
+def consumer_host_celery(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]:
+    """consumer-host standing in for the Celery worker: same producers, same task messages."""
+    from consumer_host import Host
+    from consumer_host.broker import BrokerChoice
+
+    clock = Clockwork(total)
+    host = Host("bench")
+    host.use_broker(BrokerChoice(url, "bench"))
+    host.celery_task("bench.noop", queue=queue, prefetch=prefetch)(lambda n: clock.tick())
+    host.start()
+    clock.done.wait(600)
+    report = clock.report()
+    host.stop(10)
+    return report
+
+
 def celery_worker(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]:
     """A Celery worker, solo pool, late acks: the peer people run today."""
     from bench.celery_app import make_app
@@ -169,6 +185,8 @@ def main() -> None:
     elif kind == "celery":
         celery_worker(url, queue, n, p)
         return
+    elif kind == "consumer-host-celery":
+        report = consumer_host_celery(url, queue, n, p)
     elif kind == "idle":
         report = idle_host(url, queue, n, float(rest[0]))
     else:

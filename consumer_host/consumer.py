@@ -32,6 +32,26 @@ from .transports.base import QueueSpec, Transport
 
 Handler = Callable[[Message], Any]
 
+
+class Defer(Exception):
+    """Raised by a handler to have the message delivered again after ``seconds``, unhandled
+    and without counting an attempt (Celery ``eta``/``countdown``)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"deferred for {seconds:.3f}s")
+        self.seconds = seconds
+
+
+def defer_step(seconds: float) -> float:
+    """How long to hold a deferred message this time: the largest of 0.1 s, 0.2 s, 0.4 s ...
+    that does not overshoot. On RabbitMQ every distinct delay is a queue, so arbitrary ETAs
+    must map onto a few; a message comes back, and is deferred again, until it is due."""
+    step = 0.1
+    while step * 2 <= seconds and step < 3276.8:
+        step *= 2
+    return step
+
+
 ERROR_HEADER_LIMIT = 500
 
 
@@ -156,6 +176,7 @@ class Consumer:
         self.dead_lettered = 0
         self.rejected = 0
         self.reconnects = 0
+        self.deferred = 0
         self.last_progress = clock.now()
         self.handler_started = 0.0
         self._observe = observe_handler or (lambda _seconds: None)
@@ -171,6 +192,7 @@ class Consumer:
             "rejected_bad_input": self.rejected,
             "in_flight": self.in_flight,
             "reconnects": self.reconnects,
+            "deferred": self.deferred,
             "outcomes": {
                 "acked": self.acked,
                 "retried": self.retried,
@@ -342,6 +364,10 @@ class Consumer:
             except Reject as reject:
                 self._observe(time.perf_counter() - began)
                 self._dead_letter(delivery, reject, attempt, reason="rejected by handler")
+            except Defer as defer:
+                headers = {k: v for k, v in delivery.headers.items() if k != RETRY_AT_HEADER}
+                self.transport.retry(delivery, headers, defer_step(defer.seconds))
+                self.deferred += 1
             except Exception as exc:  # noqa: BLE001 - a handler failure is a message failure
                 self._observe(time.perf_counter() - began)
                 self._failed(delivery, exc, attempt)

@@ -122,6 +122,7 @@ class Host:
         self._signalled = ""
         self._wake = threading.Event()
         self._broker_choice: BrokerChoice | None = None
+        self._celery_queues: dict[str, Any] = {}
         self.broker_circuits = BrokerCircuits(self.emit, clock=clock, options=broker_circuit)
         self.health_port = health_port
         self.health_host = health_host
@@ -220,6 +221,48 @@ class Host:
                 )
             )
             return handler
+
+        return decorate
+
+    def celery_task(
+        self,
+        name: str,
+        *,
+        queue: str = "celery",
+        bind: bool = False,
+        result_backend: str | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: handle the Celery task ``name`` (``fn(*args, **kwargs)``; with
+        ``bind=True``, ``fn(task_context, *args, **kwargs)``) from ``queue``.
+
+        Every task on a queue shares one consumer (``celery.<queue>``) that dispatches by task
+        name; the first task registered on a queue sets its consumer and supervision
+        ``options`` (``pool``, ``max_retries``, ...). Unknown task names and expired tasks are
+        dead-lettered; ``eta``/``countdown`` is honoured without blocking the loop. With
+        ``result_backend`` (the producers' Celery result backend URL), return values and final
+        failures are stored so ``AsyncResult.get()`` works; this needs ``consumer-host[celery]``.
+        """
+        from .celery_tasks import CeleryDispatcher
+
+        dispatcher = self._celery_queues.get(queue)
+        if dispatcher is None:
+            dispatcher = CeleryDispatcher(queue, result_backend, options.get("max_retries", 3))
+            self.consumer(f"celery.{queue}", queue=queue, **options)(dispatcher)
+            self._celery_queues[queue] = dispatcher
+        elif options:
+            raise ConfigError(
+                f"celery task {name!r}: options for queue {queue!r} were set by the first task "
+                f"registered on it ({', '.join(sorted(dispatcher.tasks))})"
+            )
+        elif result_backend:
+            dispatcher.result_backend = result_backend
+
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if self._started:
+                raise HostAlreadyRunning(f"cannot register {name!r}: the host is running")
+            dispatcher.add(name, fn, bind=bind)
+            return fn
 
         return decorate
 

@@ -56,6 +56,6 @@ def pytest_collection_modifyitems(items):
         callspec = getattr(item, "callspec", None)
         if callspec is None:
             continue
-        kinds = {callspec.params.get("broker"), callspec.params.get("real_broker")}
+        kinds = {callspec.params.get(name) for name in ("broker", "real_broker", "celery_broker")}
         if kinds & {"amqp", "redis", "streams"}:
             item.add_marker(pytest.mark.broker)

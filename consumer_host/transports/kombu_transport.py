@@ -39,7 +39,8 @@ _PERMANENT = (
     amqp.exceptions.NotFound,
     ssl.SSLCertVerificationError,
 )
-# Properties a copy keeps (the broker sets the rest: delivery tag, redelivered, ...).
+# Properties a copy keeps (the broker sets the rest: delivery tag, redelivered, ...). Not
+# `expiration`: a dead letter must stay, and a retry's clock would restart anyway.
 _KEPT_PROPERTIES = (
     "message_id",
     "correlation_id",
@@ -48,7 +49,6 @@ _KEPT_PROPERTIES = (
     "type",
     "app_id",
     "timestamp",
-    "expiration",
 )
 
 

@@ -68,7 +68,6 @@ _KEPT_PROPERTIES = (
     "type",
     "app_id",
     "timestamp",
-    "expiration",
 )
 
 
