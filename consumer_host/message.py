@@ -7,6 +7,17 @@ from typing import Any
 
 #: Header that carries the delivery attempt (1 on first delivery), set when a message is retried.
 ATTEMPT_HEADER = "x-attempt"
+#: Properties a retried or dead-lettered copy keeps (the broker sets the rest). Not
+#: ``expiration``: a dead letter must stay, and a retry's clock would restart anyway.
+COPIED_PROPERTIES = (
+    "message_id",
+    "correlation_id",
+    "reply_to",
+    "priority",
+    "type",
+    "app_id",
+    "timestamp",
+)
 #: Header that holds a retried message back until this wall-clock time (transports without TTLs).
 RETRY_AT_HEADER = "x-retry-at"
 

@@ -7,6 +7,7 @@ import pickle
 import threading
 import time
 
+import pytest
 import structlog
 
 from consumer_host import Host, Reject
@@ -321,12 +322,10 @@ class TestRedisRecovery:
 
 
 class TestAckCoalescing:
-    def test_runs_of_acks_become_one_multiple_ack_and_idle_ones_are_flushed_soon(
-        self, amqp_broker, monkeypatch
-    ):
+    @pytest.fixture
+    def ack_calls(self, monkeypatch):
+        """The ``multiple`` flag of every basic.ack py-amqp sends, in order."""
         import amqp.channel
-
-        from .brokers import rabbit_unacked
 
         calls = []
         original = amqp.channel.Channel.basic_ack
@@ -336,6 +335,14 @@ class TestAckCoalescing:
             return original(self, delivery_tag, multiple=multiple, **kwargs)
 
         monkeypatch.setattr(amqp.channel.Channel, "basic_ack", counting)
+        return calls
+
+    def test_runs_of_acks_become_one_multiple_ack_and_idle_ones_are_flushed_soon(
+        self, amqp_broker, ack_calls
+    ):
+        from .brokers import rabbit_unacked
+
+        calls = ack_calls
         queue = unique_queue()
         amqp_broker.publish_many(queue, [{"n": n} for n in range(400)])
         seen = []
@@ -356,17 +363,8 @@ class TestAckCoalescing:
         assert len(calls) <= 400 // 25 + 5
         assert amqp_broker.depth(queue) == 0
 
-    def test_per_message_acks_when_coalescing_is_off(self, amqp_broker, monkeypatch):
-        import amqp.channel
-
-        calls = []
-        original = amqp.channel.Channel.basic_ack
-
-        def counting(self, delivery_tag, multiple=False, **kwargs):
-            calls.append(multiple)
-            return original(self, delivery_tag, multiple=multiple, **kwargs)
-
-        monkeypatch.setattr(amqp.channel.Channel, "basic_ack", counting)
+    def test_per_message_acks_when_coalescing_is_off(self, amqp_broker, ack_calls):
+        calls = ack_calls
         queue = unique_queue()
         amqp_broker.publish_many(queue, [{"n": n} for n in range(50)])
         seen = []

@@ -25,7 +25,7 @@ from kombu.messaging import Consumer, Producer
 
 from consumer_host.broker import EMBEDDED_BROKER_DIR, scheme_of
 from consumer_host.errors import BrokerError, BrokerRefused, BrokerUnavailable
-from consumer_host.message import RETRY_AT_HEADER, Delivery
+from consumer_host.message import COPIED_PROPERTIES, RETRY_AT_HEADER, Delivery
 from consumer_host.redaction import redact_text, redact_url
 
 from .base import Place, QueueSpec
@@ -38,17 +38,6 @@ _PERMANENT = (
     amqp.exceptions.PreconditionFailed,
     amqp.exceptions.NotFound,
     ssl.SSLCertVerificationError,
-)
-# Properties a copy keeps (the broker sets the rest: delivery tag, redelivered, ...). Not
-# `expiration`: a dead letter must stay, and a retry's clock would restart anyway.
-_KEPT_PROPERTIES = (
-    "message_id",
-    "correlation_id",
-    "reply_to",
-    "priority",
-    "type",
-    "app_id",
-    "timestamp",
 )
 
 
@@ -339,7 +328,7 @@ class KombuTransport:
         assert self._producer is not None
         properties = {
             k: delivery.properties[k]
-            for k in _KEPT_PROPERTIES
+            for k in COPIED_PROPERTIES
             if delivery.properties.get(k) is not None
         }
         self._producer.publish(

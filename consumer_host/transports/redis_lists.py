@@ -22,25 +22,21 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
-import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import redis
 from redis import exceptions as redis_errors
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from consumer_host.errors import BrokerRefused, BrokerUnavailable
-from consumer_host.message import Delivery
-from consumer_host.redaction import redact_text, redact_url
+from consumer_host.errors import BrokerUnavailable
+from consumer_host.message import COPIED_PROPERTIES, Delivery
+from consumer_host.redaction import redact_url
 
-from .base import Place, QueueSpec
+from .base import QueueSpec
+from .redis_common import consumer_id, make_client, translated
 
 _PROMOTE_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -59,21 +55,6 @@ while redis.call('LMOVE', KEYS[2], KEYS[3], 'RIGHT', 'RIGHT') do moved = moved +
 if ARGV[2] ~= 'force' then redis.call('SREM', KEYS[4], ARGV[1]) end
 return moved
 """
-
-_KEPT_PROPERTIES = (
-    "message_id",
-    "correlation_id",
-    "reply_to",
-    "priority",
-    "type",
-    "app_id",
-    "timestamp",
-)
-
-
-def consumer_id(instance: str) -> str:
-    """``orders-2@web-7f9c-1`` : stable across restarts of the same pod, unique between pods."""
-    return f"{instance}@{socket.gethostname()}-{os.getpid()}"
 
 
 class RedisListTransport:
@@ -121,18 +102,10 @@ class RedisListTransport:
 
     def connect(self) -> None:
         self.close()
-        options: dict[str, Any] = {
-            "socket_connect_timeout": self._connect_timeout,
-            "socket_timeout": self._socket_timeout,
-            "health_check_interval": 0,
-            # redis-py retries silently by default; a retried LMOVE whose first reply was lost
-            # would strand a message in our processing list, so failures must reach us instead.
-            "retry": Retry(NoBackoff(), 0),
-        }
-        if self.url.startswith("rediss://"):
-            options["ssl_cert_reqs"] = "required"
         with self._translated("connect to"):
-            client = redis.Redis.from_url(self.url, **options)
+            client = make_client(
+                self.url, connect_timeout=self._connect_timeout, socket_timeout=self._socket_timeout
+            )
             self._redis = client
             client.ping()
             self._promote = client.register_script(_PROMOTE_DUE)
@@ -321,7 +294,7 @@ class RedisListTransport:
     def _envelope(delivery: Delivery, headers: dict[str, Any], routing_key: str) -> str:
         properties = {
             k: delivery.properties[k]
-            for k in _KEPT_PROPERTIES
+            for k in COPIED_PROPERTIES
             if delivery.properties.get(k) is not None
         }
         properties.update(
@@ -349,37 +322,9 @@ class RedisListTransport:
             raise BrokerUnavailable(f"not connected to {redact_url(self.url)}")
         return self._redis
 
-    @contextmanager
-    def _translated(self, action: str) -> Iterator[None]:
-        # The text is only needed on an error; building it per call would tax every message.
-        where = Place(action, self.url, self.spec.queue)
-        try:
-            yield
-        except (
-            redis_errors.AuthenticationError,
-            redis_errors.AuthorizationError,
-            redis_errors.NoPermissionError,
-        ) as exc:
-            raise BrokerRefused(f"cannot {where}: {_describe(exc)}") from exc
-        except (
-            redis_errors.ConnectionError,
-            redis_errors.TimeoutError,
-            redis_errors.BusyLoadingError,
-            OSError,
-        ) as exc:
-            raise BrokerUnavailable(f"cannot {where}: {_describe(exc)}") from exc
-        except redis_errors.ResponseError as exc:
-            text = str(exc)
-            if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
-                raise BrokerRefused(f"cannot {where}: {_describe(exc)}") from exc
-            if text.startswith(("LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN")):
-                raise BrokerUnavailable(f"cannot {where}: {_describe(exc)}") from exc
-            raise BrokerRefused(f"cannot {where}: {_describe(exc)}") from exc
+    def _translated(self, action: str) -> AbstractContextManager[None]:
+        return translated(action, self.url, self.spec.queue)
 
 
 def _as_bytes(item: bytes | str) -> bytes:
     return item if isinstance(item, bytes) else item.encode("utf-8")
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {redact_text(str(exc)) or type(exc).__name__}"

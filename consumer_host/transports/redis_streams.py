@@ -26,24 +26,19 @@ Entry fields: ``body``, ``content-type``, ``content-encoding``, ``headers`` (JSO
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from typing import Any
 
 import redis
 from redis import exceptions as redis_errors
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from consumer_host.errors import BrokerRefused, BrokerUnavailable
+from consumer_host.errors import BrokerUnavailable
 from consumer_host.message import Delivery
-from consumer_host.redaction import redact_text
 
 from .base import Place, QueueSpec
+from .redis_common import consumer_id, make_client, translated
 
 # KEYS: delayed set, stream; ARGV: now, limit. Each member names a hash holding the entry's
 # fields (binary-safe), which goes back onto the stream as a new entry.
@@ -103,7 +98,7 @@ class RedisStreamsTransport:
         self.url = url
         self.spec = spec
         self.group = group or spec.queue
-        self.consumer = f"{instance}@{socket.gethostname()}-{os.getpid()}"
+        self.consumer = consumer_id(instance)
         self.claim_after = claim_after
         self._connect_timeout = connect_timeout
         self._socket_timeout = socket_timeout
@@ -120,15 +115,12 @@ class RedisStreamsTransport:
 
     def connect(self) -> None:
         self.discard()
-        options: dict[str, Any] = {
-            "socket_connect_timeout": self._connect_timeout,
-            "socket_timeout": self._socket_timeout,
-            "retry": Retry(NoBackoff(), 0),  # a silently retried read could double-deliver
-        }
-        if self.url.startswith("rediss"):
-            options["ssl_cert_reqs"] = "required"
         with self._translated("connect to"):
-            client = redis.Redis.from_url(plain_url(self.url), **options)
+            client = make_client(
+                plain_url(self.url),
+                connect_timeout=self._connect_timeout,
+                socket_timeout=self._socket_timeout,
+            )
             self._redis = client
             self._ensure_group(client, self.spec.queue, self.group)
             self._promote = client.register_script(_PROMOTE_DUE)
@@ -369,37 +361,8 @@ class RedisStreamsTransport:
             raise BrokerUnavailable(f"not connected to {Place('use', self.url, self.spec.queue)}")
         return self._redis
 
-    @contextmanager
-    def _translated(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except (
-            redis_errors.AuthenticationError,
-            redis_errors.AuthorizationError,
-            redis_errors.NoPermissionError,
-        ) as exc:
-            raise BrokerRefused(
-                f"cannot {Place(action, self.url, self.spec.queue)}: {_describe(exc)}"
-            ) from exc
-        except (
-            redis_errors.ConnectionError,
-            redis_errors.TimeoutError,
-            redis_errors.BusyLoadingError,
-            OSError,
-        ) as exc:
-            raise BrokerUnavailable(
-                f"cannot {Place(action, self.url, self.spec.queue)}: {_describe(exc)}"
-            ) from exc
-        except redis_errors.ResponseError as exc:
-            transient = str(exc).startswith(("LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN"))
-            error = BrokerUnavailable if transient else BrokerRefused
-            raise error(
-                f"cannot {Place(action, self.url, self.spec.queue)}: {_describe(exc)}"
-            ) from exc
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {redact_text(str(exc)) or type(exc).__name__}"
+    def _translated(self, action: str) -> AbstractContextManager[None]:
+        return translated(action, self.url, self.spec.queue)
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
