@@ -22,7 +22,7 @@ from . import __version__
 from .broker import BrokerChoice, resolve_broker
 from .config import AppImportError, apply_overrides, load_app, parse_pool_overrides
 from .errors import BrokerError, ConfigError
-from .host import EXIT_USAGE, Host, make_transport
+from .host import EXIT_USAGE, Host
 from .logs import LOG_FORMATS, configure_logging
 from .publisher import Publisher
 from .redaction import redact_text
@@ -221,7 +221,7 @@ def check(app: str, broker: str | None) -> None:
             continue
         options = reg.consumer_options
         assert options is not None
-        transport = make_transport(choice.url, options, instance=f"{reg.name}-check")
+        transport = options.transport_for(choice.url, instance=f"{reg.name}-check")
         try:
             transport.connect()
             depths = transport.depth()

@@ -29,6 +29,7 @@ from .events import EventHook, WorkerEvent
 from .message import ATTEMPT_HEADER, RETRY_AT_HEADER, Delivery, Message
 from .redaction import redact_text
 from .transports.base import QueueSpec, Transport
+from .transports.choose import transport_for
 
 Handler = Callable[[Message], Any]
 
@@ -105,6 +106,19 @@ class ConsumerOptions:
             exchange=self.exchange,
             routing_key=self.routing_key,
             prefetch=self.prefetch,
+        )
+
+    def transport_for(self, url: str, *, instance: str) -> Transport:
+        """A fresh transport for one consumer instance on ``url``."""
+        return transport_for(
+            url,
+            self.queue_spec(),
+            instance=instance,
+            heartbeat=self.heartbeat,
+            poll_interval=self.poll_interval,
+            ack_coalescing=self.ack_coalescing,
+            group=self.group,
+            claim_after=self.claim_after,
         )
 
     def retry_delay(self, attempt: int) -> float:

@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from . import probes
 from ._version import __version__
 from .broker import BrokerChoice, BrokerCircuitOptions, BrokerCircuits, resolve_broker
 from .clock import SYSTEM_CLOCK, Clock
@@ -32,8 +33,7 @@ from .health import HealthServer
 from .logs import EventLogger, configure_logging
 from .metrics import HostMetrics
 from .redaction import redact_text
-from .supervisor import InstanceState, SupervisionOptions, Supervisor, Worker
-from .transports.base import Transport
+from .supervisor import SupervisionOptions, Supervisor, Worker
 
 EXIT_OK = 0
 EXIT_CRITICAL = 1
@@ -274,7 +274,7 @@ class Host:
             instance,
             handler,
             options,
-            transport=make_transport(url, options, instance=instance),
+            transport=options.transport_for(url, instance=instance),
             breaker=self.broker_circuits.for_url(url),
             broker=self.broker_choice.redacted,
             emit=self.emit,
@@ -604,30 +604,13 @@ class Host:
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         """Every running instance has made progress within its ``liveness_timeout``."""
-        now = self.clock.now()
-        stuck = []
-        for supervisor in self._supervisors:
-            stuck_for = getattr(supervisor.worker, "stuck_for", None)
-            if supervisor.state is not InstanceState.RUNNING or stuck_for is None:
-                continue
-            if stuck_for(now) > supervisor.options.liveness_timeout:
-                stuck.append(supervisor.instance)
-        return not stuck, {"stuck": stuck}
+        return probes.liveness(self._supervisors, self.clock.now())
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Started, not draining, and every consumer that is not tripped is consuming."""
-        if not self._started:
-            return False, {"reason": "not started"}
-        if self._stop_requested.is_set():
-            return False, {"reason": "draining"}
-        waiting = [
-            s.instance
-            for s in self._supervisors
-            if s.state is not InstanceState.TRIPPED and not getattr(s.worker, "ready", True)
-        ]
-        if waiting:
-            return False, {"reason": "not consuming", "instances": waiting}
-        return True, {}
+        return probes.readiness(
+            self._supervisors, started=self._started, draining=self._stop_requested.is_set()
+        )
 
     def status_document(self) -> dict[str, Any]:
         """What /status serves: the instances, the broker circuits and the uptime."""
@@ -673,32 +656,3 @@ class Host:
 
 def _fields(options: SupervisionOptions) -> dict[str, Any]:
     return {f.name: getattr(options, f.name) for f in fields(options)}
-
-
-def make_transport(url: str, options: ConsumerOptions, *, instance: str) -> Transport:
-    """The transport for ``url``'s scheme."""
-    from .broker import REDIS_SCHEMES, STREAMS_SCHEMES, scheme_of
-
-    spec = options.queue_spec()
-    if scheme_of(url) in STREAMS_SCHEMES:
-        from .transports.redis_streams import RedisStreamsTransport
-
-        return RedisStreamsTransport(
-            url,
-            spec,
-            instance=instance,
-            group=options.group,
-            claim_after=options.claim_after,
-            socket_timeout=max(2.0, options.heartbeat or 10.0, options.poll_interval + 1.0),
-        )
-    if scheme_of(url) in REDIS_SCHEMES:
-        from .transports.redis_lists import RedisListTransport
-
-        # Redis has no heartbeats: a read timeout of the same length notices a dead link.
-        timeout = max(2.0, options.heartbeat or 10.0, options.poll_interval + 1.0)
-        return RedisListTransport(url, spec, instance=instance, socket_timeout=timeout)
-    from .transports.kombu_transport import KombuTransport
-
-    return KombuTransport(
-        url, spec, heartbeat=options.heartbeat, ack_coalescing=options.ack_coalescing
-    )

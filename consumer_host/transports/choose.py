@@ -1,0 +1,43 @@
+"""Which transport a broker URL means."""
+
+from __future__ import annotations
+
+from consumer_host.broker import REDIS_SCHEMES, STREAMS_SCHEMES, scheme_of
+
+from .base import QueueSpec, Transport
+
+
+def transport_for(
+    url: str,
+    spec: QueueSpec,
+    *,
+    instance: str,
+    heartbeat: float,
+    poll_interval: float,
+    ack_coalescing: bool,
+    group: str | None,
+    claim_after: float,
+) -> Transport:
+    """kombu for ``amqp://``, ``memory://`` and ``filesystem://``; our own for ``redis://``
+    (lists) and ``redis+streams://``. Imports stay local so each brings only its client."""
+    scheme = scheme_of(url)
+    # Redis has no heartbeats: a read timeout of about the same length notices a dead link.
+    read_timeout = max(2.0, heartbeat or 10.0, poll_interval + 1.0)
+    if scheme in STREAMS_SCHEMES:
+        from .redis_streams import RedisStreamsTransport
+
+        return RedisStreamsTransport(
+            url,
+            spec,
+            instance=instance,
+            group=group,
+            claim_after=claim_after,
+            socket_timeout=read_timeout,
+        )
+    if scheme in REDIS_SCHEMES:
+        from .redis_lists import RedisListTransport
+
+        return RedisListTransport(url, spec, instance=instance, socket_timeout=read_timeout)
+    from .kombu_transport import KombuTransport
+
+    return KombuTransport(url, spec, heartbeat=heartbeat, ack_coalescing=ack_coalescing)
