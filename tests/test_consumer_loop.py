@@ -201,3 +201,29 @@ class TestOptions:
         options = {"queue": "q", **options}
         with pytest.raises(ConfigError, match=named):
             ConsumerOptions(**options)
+
+
+class TestStreamTrimming:
+    def test_the_trim_floor_survives_a_group_whose_pending_entries_were_just_acked(self):
+        """xinfo says one pending, xpending then finds none: trim to the next unread entry."""
+        from consumer_host.transports.base import QueueSpec
+        from consumer_host.transports.redis_streams import RedisStreamsTransport
+
+        class Racing:
+            trimmed_to = None
+
+            def xinfo_groups(self, stream):
+                return [{"name": b"g", "pending": 1, "last-delivered-id": b"1700000000000-4"}]
+
+            def xpending(self, stream, group):
+                return {"pending": 0, "min": None, "max": None, "consumers": []}
+
+            def xtrim(self, stream, *, minid, approximate):
+                self.trimmed_to = minid
+
+        client = Racing()
+        transport = RedisStreamsTransport(
+            "redis+streams://h/0", QueueSpec(queue="q", dead_letter="q.dlq"), instance="q-1"
+        )
+        transport._trim(client)
+        assert client.trimmed_to == "1700000000000-5"

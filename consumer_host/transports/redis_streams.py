@@ -242,16 +242,17 @@ class RedisStreamsTransport:
 
     def _trim(self, client: redis.Redis) -> None:
         """Drop entries no group needs any more: never one that is pending or unread."""
-        floor = None
+        floor: str | None = None
         for group in client.xinfo_groups(self.spec.queue):
-            name = group["name"]
+            needed = None
             if group["pending"]:
-                summary = client.xpending(self.spec.queue, name)
-                needed = summary["min"]
-            else:
+                # Another consumer may ack in between, leaving no oldest pending entry.
+                needed = client.xpending(self.spec.queue, group["name"])["min"]
+            if needed is None:
                 needed = _next_id(group["last-delivered-id"])
-            needed = needed.decode() if isinstance(needed, bytes) else str(needed)
-            floor = needed if floor is None or _id_key(needed) < _id_key(floor) else floor
+            text = needed.decode() if isinstance(needed, bytes) else str(needed)
+            if floor is None or _id_key(text) < _id_key(floor):
+                floor = text
         if floor is not None:
             client.xtrim(self.spec.queue, minid=floor, approximate=True)
 
