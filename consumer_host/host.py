@@ -8,7 +8,6 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
 from types import FrameType
 from typing import Any
 
@@ -33,7 +32,8 @@ from .health import HealthServer
 from .logs import EventLogger, configure_logging
 from .metrics import HostMetrics
 from .redaction import redact_text
-from .supervisor import SupervisionOptions, Supervisor, Worker
+from .registry import Registry
+from .supervisor import Supervisor
 
 EXIT_OK = 0
 EXIT_CRITICAL = 1
@@ -46,35 +46,7 @@ CriticalHandler = Callable[[str, CriticalWorkerFailed], None]
 _log = structlog.get_logger("consumer_host.host")
 
 
-class FunctionWorker:
-    """Adapts a plain function ``fn(stop)`` to the worker protocol."""
-
-    def __init__(self, name: str, fn: Callable[[threading.Event], None]) -> None:
-        self.name = name
-        self.fn = fn
-
-    def run(self, stop: threading.Event) -> None:
-        self.fn(stop)
-
-
-@dataclass(frozen=True)
-class Registration:
-    """One registered worker: its name, how to build an instance, and its options."""
-
-    name: str
-    factory: Callable[[str], Worker]
-    options: SupervisionOptions
-    kind: str = "worker"
-    details: tuple[tuple[str, Any], ...] = ()
-    consumer_options: ConsumerOptions | None = None
-
-    def instance_names(self) -> list[str]:
-        if self.options.pool == 1:
-            return [self.name]
-        return [f"{self.name}-{index}" for index in range(1, self.options.pool + 1)]
-
-
-class Host:
+class Host(Registry):
     """Runs registered workers, each instance in its own thread under its own supervisor.
 
     ``start()`` returns at once; ``stop()`` drains and returns when every instance has ended (or
@@ -94,6 +66,7 @@ class Host:
         clock: Clock = SYSTEM_CLOCK,
         rand: Callable[[], float] = random.random,
     ) -> None:
+        super().__init__()
         if not isinstance(name, str) or not name:
             raise ConfigError(f"host name must be a non-empty string, got {name!r}")
         if not isinstance(drain_timeout, int | float) or drain_timeout < 0:
@@ -104,12 +77,9 @@ class Host:
         self.clock = clock
         self.done = threading.Event()
         self._rand = rand
-        self._registrations: dict[str, Registration] = {}
         self._supervisors: list[Supervisor] = []
         self._listeners: list[EventHook] = [EventLogger(name)]
         self._critical_handler: CriticalHandler = self._default_critical_handler
-        self._state_lock = threading.Lock()
-        self._started = False
         self._stop_requested = threading.Event()
         self._stop_lock = threading.Lock()
         self._stopped = threading.Event()
@@ -122,149 +92,12 @@ class Host:
         self._signalled = ""
         self._wake = threading.Event()
         self._broker_choice: BrokerChoice | None = None
-        self._celery_queues: dict[str, Any] = {}
         self.broker_circuits = BrokerCircuits(self.emit, clock=clock, options=broker_circuit)
         self.health_port = health_port
         self.health_host = health_host
         self.metrics = HostMetrics(self, __version__)
         self._health: HealthServer | None = None
         self._started_at: float | None = None
-
-    # -- registration -------------------------------------------------------------------------
-
-    def worker(
-        self, name: str, **options: Any
-    ) -> Callable[[Callable[..., None]], Callable[..., None]]:
-        """Decorator: run ``fn(stop)`` as a supervised loop (options as :meth:`register`)."""
-
-        def decorate(fn: Callable[..., None]) -> Callable[..., None]:
-            self._add(
-                Registration(
-                    name,
-                    lambda instance: FunctionWorker(instance, fn),
-                    self._options(name, options),
-                )
-            )
-            return fn
-
-        return decorate
-
-    def consumer(
-        self,
-        name: str,
-        *,
-        queue: str,
-        prefetch: int = 10,
-        max_retries: int = 3,
-        retry_backoff_min: float = 1.0,
-        retry_backoff_max: float = 60.0,
-        dead_letter: str | None = None,
-        accept: tuple[str, ...] | list[str] = ("json",),
-        max_body_bytes: int = 1_048_576,
-        exchange: str | None = None,
-        routing_key: str | None = None,
-        heartbeat: float = 20.0,
-        ack_coalescing: bool = True,
-        group: str | None = None,
-        claim_after: float = 60.0,
-        reconnect_backoff_min: float = 0.5,
-        reconnect_backoff_max: float = 30.0,
-        **supervision: Any,
-    ) -> Callable[[Handler], Handler]:
-        """Decorator: consume ``queue`` with ``handler(message)``, at least once.
-
-        Returning acks the message; raising retries it after ``retry_backoff_min`` doubling to
-        ``retry_backoff_max``, and after ``max_retries`` retries moves it to ``dead_letter``
-        (default ``<queue>.dlq``) with the error in its headers; raising
-        :class:`~consumer_host.Reject` dead-letters it at once. Supervision options (``pool``,
-        ``critical``, ``backoff_min``, ...) are those of :meth:`register`.
-        """
-        try:
-            options = ConsumerOptions(
-                queue=queue,
-                prefetch=prefetch,
-                max_retries=max_retries,
-                retry_backoff_min=retry_backoff_min,
-                retry_backoff_max=retry_backoff_max,
-                dead_letter=dead_letter,
-                accept=tuple(accept) if not isinstance(accept, str) else (accept,),
-                max_body_bytes=max_body_bytes,
-                exchange=exchange,
-                routing_key=routing_key,
-                heartbeat=heartbeat,
-                ack_coalescing=ack_coalescing,
-                group=group,
-                claim_after=claim_after,
-                reconnect_backoff_min=reconnect_backoff_min,
-                reconnect_backoff_max=reconnect_backoff_max,
-            )
-        except ConfigError as exc:
-            raise ConfigError(f"consumer {name!r}: {exc}") from None
-        supervision_options = self._options(name, supervision)
-
-        def decorate(handler: Handler) -> Handler:
-            if not callable(handler):
-                raise ConfigError(f"consumer {name!r}: the handler must be callable")
-            self._add(
-                Registration(
-                    name,
-                    lambda instance: self._make_consumer(instance, name, handler, options),
-                    supervision_options,
-                    kind="consumer",
-                    consumer_options=options,
-                    details=(
-                        ("queue", queue),
-                        ("dead_letter", options.dead_letter_queue),
-                        ("prefetch", prefetch),
-                        ("max_retries", max_retries),
-                    ),
-                )
-            )
-            return handler
-
-        return decorate
-
-    def celery_task(
-        self,
-        name: str,
-        *,
-        queue: str = "celery",
-        bind: bool = False,
-        result_backend: str | None = None,
-        **options: Any,
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator: handle the Celery task ``name`` (``fn(*args, **kwargs)``; with
-        ``bind=True``, ``fn(task_context, *args, **kwargs)``) from ``queue``.
-
-        Every task on a queue shares one consumer (``celery.<queue>``) that dispatches by task
-        name; the first task registered on a queue sets its consumer and supervision
-        ``options`` (``pool``, ``max_retries``, ...). Unknown task names and expired tasks are
-        dead-lettered; ``eta``/``countdown`` is honoured without blocking the loop. With
-        ``result_backend`` (the producers' Celery result backend URL), return values and final
-        failures are stored so ``AsyncResult.get()`` works; this needs ``consumer-host[celery]``.
-        """
-        from .celery_tasks import CeleryDispatcher
-
-        dispatcher = self._celery_queues.get(queue)
-        if dispatcher is None:
-            dispatcher = CeleryDispatcher(queue, result_backend, options.get("max_retries", 3))
-            self.consumer(f"celery.{queue}", queue=queue, **options)(dispatcher)
-            self._celery_queues[queue] = dispatcher
-        elif options:
-            raise ConfigError(
-                f"celery task {name!r}: options for queue {queue!r} were set by the first task "
-                f"registered on it ({', '.join(sorted(dispatcher.tasks))})"
-            )
-        elif result_backend:
-            dispatcher.result_backend = result_backend
-
-        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-            if self._started:
-                raise HostAlreadyRunning(f"cannot register {name!r}: the host is running")
-            dispatcher.add(name, fn, bind=bind)
-            return fn
-
-        return decorate
 
     def _make_consumer(
         self, instance: str, registered: str, handler: Handler, options: ConsumerOptions
@@ -297,79 +130,6 @@ class Host:
         if self._started:
             raise HostAlreadyRunning("the broker cannot change once the host has started")
         self._broker_choice = choice
-
-    def register(self, worker: Worker, *, name: str | None = None, **options: Any) -> None:
-        """Register an object with ``name`` and ``run(stop)``.
-
-        With ``pool > 1`` the same object's ``run`` is called from every instance's thread, so it
-        must keep its per-run state in locals.
-        """
-        if not callable(getattr(worker, "run", None)):
-            raise ConfigError(f"{worker!r} has no run(stop) method and cannot be supervised")
-        name = name or getattr(worker, "name", None)
-        if not isinstance(name, str):
-            raise ConfigError(f"{worker!r} needs a name: give it a .name or pass name=")
-        self._add(Registration(name, lambda _instance: worker, self._options(name, options)))
-
-    def add_registration(self, registration: Registration) -> None:
-        """Register a prepared :class:`Registration` (used by consumers and integrations)."""
-        self._add(registration)
-
-    def _options(self, name: str, options: dict[str, Any]) -> SupervisionOptions:
-        try:
-            return SupervisionOptions(**options)
-        except TypeError as exc:
-            allowed = ", ".join(SupervisionOptions.__dataclass_fields__)
-            raise ConfigError(f"worker {name!r}: {exc}; options are: {allowed}") from None
-        except ConfigError as exc:
-            raise ConfigError(f"worker {name!r}: {exc}") from None
-
-    def _add(self, registration: Registration) -> None:
-        with self._state_lock:
-            if self._started:
-                raise HostAlreadyRunning(
-                    f"cannot register {registration.name!r}: host {self.name!r} is already running"
-                )
-            if not registration.name or not isinstance(registration.name, str):
-                raise ConfigError(
-                    f"a worker name must be a non-empty string, got {registration.name!r}"
-                )
-            taken = {inst for reg in self._registrations.values() for inst in reg.instance_names()}
-            clash = taken.intersection(registration.instance_names())
-            if registration.name in self._registrations or clash:
-                names = ", ".join(sorted(clash)) or registration.name
-                raise ConfigError(
-                    f"a worker named {registration.name!r} is already registered "
-                    f"(instance names must be unique: {names})"
-                )
-            self._registrations[registration.name] = registration
-
-    def restrict_to(self, names: list[str]) -> None:
-        """Keep only the named workers (``--only``); an unknown name is a :class:`ConfigError`."""
-        with self._state_lock:
-            if self._started:
-                raise HostAlreadyRunning("workers cannot be chosen once the host has started")
-            unknown = sorted(set(names) - set(self._registrations))
-            if unknown:
-                known = ", ".join(self._registrations) or "none"
-                raise ConfigError(f"no worker named {', '.join(unknown)} (workers: {known})")
-            self._registrations = {n: r for n, r in self._registrations.items() if n in names}
-
-    def set_pool(self, name: str, size: int) -> None:
-        """Change a worker's pool size before start (``--pool NAME=N``)."""
-        with self._state_lock:
-            if self._started:
-                raise HostAlreadyRunning("pool sizes cannot change once the host has started")
-            registration = self._registrations.get(name)
-            if registration is None:
-                known = ", ".join(self._registrations) or "none"
-                raise ConfigError(f"--pool: no worker named {name!r} (workers: {known})")
-            options = self._options(name, {**_fields(registration.options), "pool": size})
-            self._registrations[name] = replace(registration, options=options)
-
-    @property
-    def registrations(self) -> list[Registration]:
-        return list(self._registrations.values())
 
     def subscribe(self, listener: EventHook) -> None:
         """Call ``listener(event)`` for every event (from the emitting thread; keep it quick)."""
@@ -652,7 +412,3 @@ class Host:
                 record.update(worker_status())
             records.append(record)
         return records
-
-
-def _fields(options: SupervisionOptions) -> dict[str, Any]:
-    return {f.name: getattr(options, f.name) for f in fields(options)}

@@ -12,7 +12,9 @@ host = Host("cli-test")
 
 @host.worker("steady", pool=2)
 def steady(stop: threading.Event) -> None:
-    print("steady running", flush=True)
+    # One write, so the line cannot interleave with a log line from another thread.
+    sys.stdout.write("steady running\n")
+    sys.stdout.flush()
     stop.wait()
     if mode == "slow-drain":
         threading.Event().wait(30)  # a drain that takes far too long
