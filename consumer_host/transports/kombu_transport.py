@@ -16,6 +16,7 @@ import threading
 import time
 from contextlib import suppress
 from typing import Any
+from urllib.parse import urlsplit
 
 import amqp.exceptions
 from kombu.connection import Connection
@@ -49,7 +50,12 @@ def connection_options(url: str, *, heartbeat: float, connect_timeout: float) ->
         options["heartbeat"] = heartbeat
         options["transport_options"] = {"confirm_publish": True}
         if scheme == "amqps":
-            options["ssl"] = {"cert_reqs": ssl.CERT_REQUIRED}
+            # py-amqp's plain ``cert_reqs`` path builds a context with no CA certificates and no
+            # hostname check; ask it for ssl.create_default_context() with both instead.
+            options["ssl"] = {
+                "context": {"check_hostname": True},
+                "server_hostname": urlsplit(url).hostname,
+            }
     elif scheme == "filesystem":
         folder = os.path.abspath(EMBEDDED_BROKER_DIR)
         for sub in ("queue", "control", "processed"):

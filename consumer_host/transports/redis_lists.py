@@ -87,6 +87,7 @@ class RedisListTransport:
         self.keys_processing = self.processing_key(self.id)
         self.keys_alive = self.alive_key(self.id)
         self._redis: redis.Redis | None = None
+        self._ready = False
         self._consuming = False
         self._next_promotion = 0.0
         self._next_recovery = 0.0
@@ -102,6 +103,7 @@ class RedisListTransport:
 
     def connect(self) -> None:
         self.close()
+        self._ready = False
         with self._translated("connect to"):
             client = make_client(
                 self.url, connect_timeout=self._connect_timeout, socket_timeout=self._socket_timeout
@@ -117,6 +119,7 @@ class RedisListTransport:
                 keys=[self.keys_alive, self.keys_processing, self.spec.queue, self.keys_consumers],
                 args=[self.id, "force"],
             )
+            self._ready = True
         self._keeper_stop = threading.Event()
         threading.Thread(
             target=self._keep_alive,
@@ -154,6 +157,9 @@ class RedisListTransport:
         client, self._redis = self._redis, None
         self._consuming = False
         if client is None:
+            return
+        if not self._ready:  # the connection failed before we held anything
+            client.close()
             return
         try:
             # Whatever is still ours goes back at the head of the queue; then we are gone.
