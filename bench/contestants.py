@@ -104,39 +104,40 @@ def raw_streams(url: str, queue: str, total: int, prefetch: int) -> dict[str, An
     return clock.report()
 
 
-def consumer_host(
-    url: str, queue: str, total: int, prefetch: int, pool: int, coalesce: bool = True
-) -> dict[str, Any]:
+def _run_host(url: str, total: int, register: Any) -> dict[str, Any]:
+    """Run a host whose one registration (``register(host, clock)``) ticks the clock."""
     from consumer_host import Host
     from consumer_host.broker import BrokerChoice
 
     clock = Clockwork(total)
     host = Host("bench")
     host.use_broker(BrokerChoice(url, "bench"))
-    host.consumer("bench", queue=queue, pool=pool, prefetch=prefetch, ack_coalescing=coalesce)(
-        lambda message: clock.tick()
-    )
+    register(host, clock)
     host.start()
     clock.done.wait(600)
     report = clock.report()
     host.stop(10)
     return report
+
+
+def consumer_host(
+    url: str, queue: str, total: int, prefetch: int, pool: int, coalesce: bool = True
+) -> dict[str, Any]:
+    def register(host: Any, clock: Clockwork) -> None:
+        host.consumer("bench", queue=queue, pool=pool, prefetch=prefetch, ack_coalescing=coalesce)(
+            lambda message: clock.tick()
+        )
+
+    return _run_host(url, total, register)
 
 
 def consumer_host_celery(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]:
     """consumer-host standing in for the Celery worker: same producers, same task messages."""
-    from consumer_host import Host
-    from consumer_host.broker import BrokerChoice
 
-    clock = Clockwork(total)
-    host = Host("bench")
-    host.use_broker(BrokerChoice(url, "bench"))
-    host.celery_task("bench.noop", queue=queue, prefetch=prefetch)(lambda n: clock.tick())
-    host.start()
-    clock.done.wait(600)
-    report = clock.report()
-    host.stop(10)
-    return report
+    def register(host: Any, clock: Clockwork) -> None:
+        host.celery_task("bench.noop", queue=queue, prefetch=prefetch)(lambda n: clock.tick())
+
+    return _run_host(url, total, register)
 
 
 def celery_worker(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]:

@@ -33,7 +33,7 @@ def reachable(host: str, port: int) -> bool:
 
 def require(kind: str) -> None:
     """Skip (or, with CONSUMER_HOST_REQUIRE_BROKERS=1, fail) when the broker does not answer."""
-    port = 5672 if kind == "amqp" else 6379
+    port = 5672 if kind == "amqp" else 6379  # Redis lists and Redis Streams share a server
     if not reachable("127.0.0.1", port):
         message = f"no {kind} broker on 127.0.0.1:{port} (see shared/SERVICES.md)"
         if REQUIRE:
@@ -275,3 +275,12 @@ def rabbit_unacked(queue: str) -> int:
         if len(parts) == 2 and parts[0] == queue:
             return int(parts[1])
     return 0
+
+
+def broker_tool(kind: str):
+    """A broker tool for ``kind``, after making sure the broker answers; cleaned up after."""
+    if kind != "memory":
+        require(kind)
+    tool = BrokerTool(kind)
+    yield tool
+    tool.close()

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import structlog
 
-from .brokers import BrokerTool, require
+from .brokers import broker_tool
 
 
 @pytest.fixture(autouse=True)
@@ -14,38 +14,24 @@ def _reset_structlog():
 
 @pytest.fixture(params=["memory", "amqp", "redis", "streams"])
 def broker(request):
-    """A real broker (RabbitMQ, Redis) or kombu's in-process one, with cleanup after the test."""
-    kind = request.param
-    if kind != "memory":
-        require("amqp" if kind == "amqp" else "redis")
-    tool = BrokerTool(kind)
-    yield tool
-    tool.close()
+    """A real broker (RabbitMQ, Redis lists or Streams) or kombu's in-process one."""
+    yield from broker_tool(request.param)
 
 
 @pytest.fixture(params=["amqp", "redis", "streams"])
 def real_broker(request):
     """RabbitMQ, Redis lists and Redis Streams: for what kombu's in-process broker cannot show."""
-    require("amqp" if request.param == "amqp" else "redis")
-    tool = BrokerTool(request.param)
-    yield tool
-    tool.close()
+    yield from broker_tool(request.param)
 
 
 @pytest.fixture
 def redis_broker():
-    require("redis")
-    tool = BrokerTool("redis")
-    yield tool
-    tool.close()
+    yield from broker_tool("redis")
 
 
 @pytest.fixture
 def amqp_broker():
-    require("amqp")
-    tool = BrokerTool("amqp")
-    yield tool
-    tool.close()
+    yield from broker_tool("amqp")
 
 
 def pytest_collection_modifyitems(items):

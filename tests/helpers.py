@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from consumer_host.events import Event
+
+#: The real console script, as installed next to this interpreter.
+COMMAND = str(Path(sys.executable).parent / "consumer-host")
+
+
+def cli(*args, cwd=None, env=None, timeout=60, input=None):
+    """Run ``consumer-host ARGS`` to completion; the CompletedProcess, text mode."""
+    return subprocess.run(
+        [COMMAND, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        input=input,
+        check=False,
+    )
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:

@@ -11,7 +11,7 @@ from celery import Celery
 from consumer_host import Host
 from consumer_host.broker import BrokerChoice
 
-from .brokers import AMQP_URL, REDIS_URL, BrokerTool, require, unique_queue
+from .brokers import AMQP_URL, REDIS_URL, broker_tool, unique_queue
 from .helpers import wait_until
 
 RESULTS_URL = "redis://127.0.0.1:6379/14"
@@ -20,10 +20,7 @@ RESULTS_URL = "redis://127.0.0.1:6379/14"
 @pytest.fixture(params=["amqp", "redis"])
 def celery_broker(request):
     """Where Celery producers publish: RabbitMQ and Redis lists (Celery has no Streams)."""
-    require(request.param)
-    tool = BrokerTool(request.param)
-    yield tool
-    tool.close()
+    yield from broker_tool(request.param)
 
 
 @pytest.fixture

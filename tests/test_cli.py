@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,23 +16,9 @@ import pytest
 from consumer_host.broker import resolve_broker
 
 from .brokers import AMQP_URL, require
-from .helpers import wait_until
+from .helpers import COMMAND, cli, wait_until
 
 APPS = Path(__file__).parent / "apps"
-COMMAND = str(Path(sys.executable).parent / "consumer-host")
-
-
-def cli(*args, cwd=None, env=None, timeout=60, input=None):
-    return subprocess.run(
-        [COMMAND, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        input=input,
-        check=False,
-    )
 
 
 def start(*args, cwd=None, env=None):

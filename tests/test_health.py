@@ -4,12 +4,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,10 +16,8 @@ from consumer_host.broker import BrokerChoice
 from consumer_host.testing import FakeClock
 
 from .brokers import BrokerTool, unique_queue
-from .helpers import wait_until
+from .helpers import cli, wait_until
 from .test_reconnect import drop_connections
-
-COMMAND = str(Path(sys.executable).parent / "consumer-host")
 
 
 def get(host: Host, path: str) -> tuple[int, str]:
@@ -243,26 +238,14 @@ class TestCommands:
         try:
             wait_until(lambda: host.readiness()[0])
             url = f"http://127.0.0.1:{host.health_server_port}"
-            table = subprocess.run(
-                [COMMAND, "status", "--url", url],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
+            table = cli("status", "--url", url)
             assert table.returncode == 0, table.stderr
             lines = table.stdout.splitlines()
             assert lines[0].startswith("shop")
             assert lines[1].split()[:3] == ["INSTANCE", "STATE", "RESTARTS"]
             assert lines[2].split()[:2] == ["orders-1", "running"]
             assert any(line.startswith("broker memory://: circuit closed") for line in lines)
-            as_json = subprocess.run(
-                [COMMAND, "status", "--url", url, "--json"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
+            as_json = cli("status", "--url", url, "--json")
             assert [r["name"] for r in json.loads(as_json.stdout)["instances"]] == [
                 "orders-1",
                 "orders-2",
@@ -277,31 +260,13 @@ class TestCommands:
         host.start()
         try:
             url = f"http://127.0.0.1:{host.health_server_port}"
-            live = subprocess.run(
-                [COMMAND, "health", "--url", url],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
+            live = cli("health", "--url", url)
             assert live.returncode == 0
-            ready = subprocess.run(
-                [COMMAND, "health", "--url", url, "--ready"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
+            ready = cli("health", "--url", url, "--ready")
             assert ready.returncode == 1
             assert ready.stdout.startswith("not ok: /readyz 503")
         finally:
             host.stop(10)
-        gone = subprocess.run(
-            [COMMAND, "health", "--url", url],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        gone = cli("health", "--url", url)
         assert gone.returncode == 1
         assert "cannot reach" in gone.stderr

@@ -66,7 +66,7 @@ def chaos_broker(request, canary_users):
 @pytest.fixture(params=["amqp", "redis", "streams"])
 def any_broker(request, canary_users):
     """RabbitMQ, Redis lists and Redis Streams, for the scenarios that must hold on all three."""
-    require("amqp" if request.param == "amqp" else "redis")
+    require(request.param)
     user, password = canary_users
     broker = ChaosBroker(request.param, user, password)
     yield broker

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,9 +18,8 @@ from kombu import Connection, Exchange, Producer, Queue
 
 from consumer_host.transports.redis_streams import entry_fields
 from tests.brokers import rabbit_unacked
-from tests.helpers import wait_until
+from tests.helpers import COMMAND, wait_until
 
-COMMAND = str(Path(sys.executable).parent / "consumer-host")
 APP = str(Path(__file__).parent / "app.py")
 LEDGER_URL = "redis://127.0.0.1:6379/15"
 RESULTS = Path(os.environ.get("CHAOS_RESULTS", Path(__file__).parents[2] / ".chaos-results.jsonl"))
