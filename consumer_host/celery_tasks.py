@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .consumer import Defer
-from .errors import ConfigError, Reject
+from .errors import ConfigError, Defer, Reject
 from .message import Message
 
 

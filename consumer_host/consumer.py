@@ -24,23 +24,14 @@ from .backoff import Backoff, BackoffPolicy
 from .breaker import BreakerState, CircuitBreaker
 from .clock import SYSTEM_CLOCK, Clock
 from .decoding import BadMessage, content_types, decode, preview
-from .errors import BrokerError, BrokerRefused, BrokerUnavailable, ConfigError, Reject
-from .events import EventHook, WorkerEvent
+from .errors import BrokerError, BrokerRefused, BrokerUnavailable, ConfigError, Defer, Reject
+from .events import ConsumerConnected, ConsumerDisconnected, EventHook
 from .message import ATTEMPT_HEADER, RETRY_AT_HEADER, Delivery, Message
 from .redaction import redact_text
 from .transports.base import QueueSpec, Transport
 from .transports.choose import transport_for
 
 Handler = Callable[[Message], Any]
-
-
-class Defer(Exception):
-    """Raised by a handler to have the message delivered again after ``seconds``, unhandled
-    and without counting an attempt (Celery ``eta``/``countdown``)."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"deferred for {seconds:.3f}s")
-        self.seconds = seconds
 
 
 def defer_step(seconds: float) -> float:
@@ -130,21 +121,6 @@ class ConsumerOptions:
             minimum=self.retry_backoff_min, maximum=self.retry_backoff_max, jitter=0
         )
         return policy.base_delay(attempt - 1)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ConsumerConnected(WorkerEvent):
-    queue: str
-    broker: str
-    reconnect: bool
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ConsumerDisconnected(WorkerEvent):
-    queue: str
-    broker: str
-    error: str
-    delay: float
 
 
 class Consumer:
@@ -320,7 +296,7 @@ class Consumer:
         transport = self.transport
         poll = self.options.poll_interval
         while not stop.is_set():
-            deliveries = transport.fetch(self._next_poll(poll))
+            deliveries = transport.fetch(self._next_poll(poll), self.options.prefetch)
             self.last_progress = self._clock.now()
             for index, delivery in enumerate(deliveries):
                 if stop.is_set():
@@ -337,7 +313,7 @@ class Consumer:
         held = [delivery for _, _, delivery in self._held]
         self._held.clear()
         self.transport.stop_consuming()
-        leftovers = self.transport.fetch(0)
+        leftovers = self.transport.fetch(0, 1_000)
         if held or leftovers:
             self.transport.requeue(held + leftovers)
 

@@ -59,5 +59,20 @@ class BrokerRefused(BrokerError):
     permanent = True
 
 
+class CopyRefused(BrokerError):
+    """The broker refused, or could not route, a retry or dead-letter copy (a missing queue, a
+    full queue with ``x-overflow: reject-publish``, a nack). The original was given back to the
+    queue unacked; the consumer backs off and goes on with other messages."""
+
+
+class Defer(Exception):
+    """Raised by a handler to have the message delivered again after ``seconds``, unhandled
+    and without counting an attempt (Celery ``eta``/``countdown``)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"deferred for {seconds:.3f}s")
+        self.seconds = seconds
+
+
 class Reject(ConsumerHostError):
     """Raise from a handler to dead-letter the message at once, without retries."""

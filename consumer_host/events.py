@@ -59,6 +59,21 @@ class WorkerFinished(WorkerEvent):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ConsumerConnected(WorkerEvent):
+    queue: str
+    broker: str
+    reconnect: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ConsumerDisconnected(WorkerEvent):
+    queue: str
+    broker: str
+    error: str
+    delay: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class BreakerChanged(Event):
     breaker: str
     old: str

@@ -13,9 +13,10 @@ from typing import Any, TextIO
 
 import structlog
 
-from .consumer import ConsumerConnected, ConsumerDisconnected
 from .events import (
     BreakerChanged,
+    ConsumerConnected,
+    ConsumerDisconnected,
     Event,
     HostStarted,
     HostStopped,

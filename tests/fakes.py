@@ -49,7 +49,7 @@ class FakeTransport:
     def start_consuming(self) -> None:
         self.calls.append(("start_consuming", None))
 
-    def fetch(self, timeout: float) -> list[Delivery]:
+    def fetch(self, timeout: float, limit: int = 1_000) -> list[Delivery]:
         self.fetched.set()
         if not self.batches:
             threading.Event().wait(min(timeout, 0.001))

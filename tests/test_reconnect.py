@@ -13,8 +13,7 @@ import redis
 
 from consumer_host import BrokerCircuitOptions, Host
 from consumer_host.broker import BrokerChoice
-from consumer_host.consumer import ConsumerConnected
-from consumer_host.events import BreakerChanged
+from consumer_host.events import BreakerChanged, ConsumerConnected
 from consumer_host.logs import configure_logging
 
 from .brokers import BrokerTool, unique_queue

@@ -27,7 +27,18 @@ class QueueSpec:
 
 
 class Transport(Protocol):
-    """Connect, fetch, settle, close: what the consumer needs from a broker."""
+    """Connect, fetch, settle, close: what the consumer needs from a broker.
+
+    The consumer calls every method from its one connection thread; handler threads and tasks
+    never touch a transport. Settlements (``ack``, ``retry``, ``dead_letter``, ``requeue``) may
+    come in any order relative to the order of delivery: with ``concurrency=K`` the K handlers
+    finish when they finish.
+
+    **Slow start.** After every ``start_consuming`` a transport hands out one delivery at a
+    time (AMQP: ``basic.qos(1)``; Redis lists: one move; Streams: one read or claim) until the
+    first delivery is settled, then up to ``prefetch``. A message that kills the process is then
+    the only one whose delivery count grows with each crash: its batch-mates are not blamed.
+    """
 
     #: ``True`` when the broker holds retried messages back itself (TTL queues, sorted sets);
     #: otherwise the consumer holds them until their ``x-retry-at`` time.
@@ -39,22 +50,34 @@ class Transport(Protocol):
     def start_consuming(self) -> None:
         """Subscribe to the queue; deliveries arrive through :meth:`fetch`."""
 
-    def fetch(self, timeout: float) -> list[Delivery]:
-        """Wait up to ``timeout`` seconds for deliveries; keep the connection alive meanwhile."""
+    def fetch(self, timeout: float, limit: int) -> list[Delivery]:
+        """Wait up to ``timeout`` seconds for at most ``limit`` deliveries (``limit >= 1``);
+        keep the connection alive and send due acks meanwhile. Deliveries the broker pushed
+        beyond ``limit`` stay inside the transport for the next call."""
         ...
 
     def ack(self, delivery: Delivery) -> None:
-        """The message is done."""
+        """The message is done.
+
+        When the ack reaches the broker differs, and a caller may assume only that it does
+        before :meth:`close` returns or within ``max_ack_delay`` (50 ms), whichever is first,
+        even while the owning thread is busy: Redis lists ``LREM`` at once; AMQP coalesces a
+        contiguous run of finished delivery tags into one ``basic.ack(multiple)`` (never over an
+        unfinished tag); Streams collect ids for one ``XACK``. A crash before it can only cause a
+        redelivery.
+        """
 
     def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
         """Schedule a copy with ``headers`` after ``delay`` seconds, then ack the original.
 
-        The copy is confirmed by the broker before the original is acked: a crash between the
-        two can duplicate the message, never lose it.
+        The copy counts only once the broker confirmed it *and routed it*; only then is the
+        original acked: a crash between the two can duplicate the message, never lose it. If the
+        broker refuses or cannot route the copy, the original is given back to the queue and
+        :class:`~consumer_host.errors.CopyRefused` is raised.
         """
 
     def dead_letter(self, delivery: Delivery, headers: dict[str, Any]) -> None:
-        """Move a copy with ``headers`` to the dead-letter queue (confirmed), then ack."""
+        """Move a copy with ``headers`` to the dead-letter queue, as :meth:`retry` does."""
 
     def requeue(self, deliveries: list[Delivery]) -> None:
         """Give unstarted deliveries back to the queue, at its head where the broker allows."""
@@ -63,8 +86,8 @@ class Transport(Protocol):
         """Cancel the subscription so nothing new arrives; the connection stays open."""
 
     def close(self) -> None:
-        """Close the connection; unsettled deliveries return to the queue. Never raises, and
-        never waits long for a broker that does not answer."""
+        """Send pending acks, close the connection; unsettled deliveries return to the queue.
+        Never raises, and never waits long for a broker that does not answer."""
 
     def discard(self) -> None:
         """Drop a connection that failed, without talking to the broker. Never raises."""

@@ -227,7 +227,7 @@ class KombuTransport:
             )
         )
 
-    def fetch(self, timeout: float) -> list[Delivery]:
+    def fetch(self, timeout: float, limit: int = 1_000) -> list[Delivery]:
         conn = self._conn
         if conn is None:
             raise BrokerUnavailable(f"not connected to {redact_url(self.url)}")

@@ -176,7 +176,7 @@ class RedisListTransport:
 
     # -- consuming ---------------------------------------------------------------------------------
 
-    def fetch(self, timeout: float) -> list[Delivery]:
+    def fetch(self, timeout: float, limit: int = 1_000) -> list[Delivery]:
         client = self._client()
         with self._translated("read from"):
             self._maintain(client)

@@ -1,0 +1,121 @@
+"""What every command shares: the one-line failures, the common options, loading an app."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from consumer_host.broker import BrokerChoice, resolve_broker
+from consumer_host.config import AppImportError, apply_overrides, load_app, parse_pool_overrides
+from consumer_host.errors import ConfigError
+from consumer_host.host import EXIT_USAGE, Host
+from consumer_host.redaction import redact_text
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Fail(click.ClickException):
+    """A user mistake: one line on stderr, exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class BrokerFail(Fail):
+    """The broker refused or could not be reached: one line, exit code 1."""
+
+    exit_code = 1
+
+
+def broker_option(fn: F) -> F:
+    return click.option(
+        "--broker",
+        metavar="URL",
+        help="Broker URL (amqp://, redis://, ...). Default: CONSUMER_HOST_BROKER_URL, "
+        "CLOUDAMQP_URL, RABBITMQ_URL, REDIS_TLS_URL, REDIS_URL, Host(broker=...), then the "
+        "embedded development broker.",
+    )(fn)
+
+
+def app_argument(fn: F) -> F:
+    return click.argument("app", envvar="CONSUMER_HOST_APP", metavar="APP")(fn)
+
+
+def url_option(fn: F) -> F:
+    return click.option(
+        "--url",
+        default=lambda: f"http://127.0.0.1:{os.environ.get('CONSUMER_HOST_HEALTH_PORT') or 8080}",
+        show_default="http://127.0.0.1:$CONSUMER_HOST_HEALTH_PORT (8080)",
+        help="Base URL of a running host's health server.",
+    )(fn)
+
+
+def get_json(base: str, path: str) -> tuple[int, dict[str, Any]]:
+    target = base.rstrip("/") + path
+    if not target.startswith(("http://", "https://")):
+        raise Fail(f"--url must be an http:// URL, got {base!r}")
+    try:
+        with urllib.request.urlopen(target, timeout=5) as response:  # noqa: S310 - checked above
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except ValueError:
+            return exc.code, {}
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise BrokerFail(f"cannot reach {target}: {reason}") from None
+
+
+def load(app: str) -> Host:
+    try:
+        return load_app(app)
+    except ConfigError as exc:
+        raise Fail(str(exc)) from None
+    except AppImportError as exc:
+        # The user's module failed: show them their own traceback, then our one line.
+        traceback.print_exception(exc.cause, file=sys.stderr)
+        raise Fail(redact_text(str(exc))) from None
+
+
+def prepare(app: str, broker: str | None, *, only: list[str], pools: tuple[str, ...]) -> Host:
+    host = load(app)
+    try:
+        apply_overrides(host, only=only, pools=parse_pool_overrides(pools))
+    except ConfigError as exc:
+        raise Fail(str(exc)) from None
+    host.use_broker(broker_from(broker, code=host.broker))
+    return host
+
+
+def broker_from(flag: str | None, *, code: str | None) -> BrokerChoice:
+    try:
+        return resolve_broker(os.environ, flag=flag, code=code)
+    except ConfigError as exc:
+        raise Fail(str(exc)) from None
+
+
+def table(
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    color: dict[str, dict[str, str]] | None = None,
+) -> None:
+    color = color or {}
+    columns = [c for c in columns if any(c in row for row in rows)] or columns
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        parts = []
+        for column, value, width in zip(columns, row, widths, strict=True):
+            text = value.ljust(width)
+            colour = color.get(column, {}).get(value)
+            parts.append(click.style(text, fg=colour) if colour else text)
+        click.echo("  ".join(parts).rstrip())

@@ -1,0 +1,161 @@
+"""Commands that look at an app or a running host: list, check, status, health."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import Any
+
+import click
+
+from consumer_host.errors import BrokerError
+
+from .common import (
+    BrokerFail,
+    app_argument,
+    broker_option,
+    get_json,
+    load,
+    prepare,
+    table,
+    url_option,
+)
+
+
+@click.command("list")
+@app_argument
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_(app: str, as_json: bool) -> None:
+    """Show APP's workers, expanded into their instances."""
+    host = load(app)
+    rows = [
+        {
+            "instance": instance,
+            "worker": reg.name,
+            "kind": reg.kind,
+            "pool": reg.options.pool,
+            "critical": reg.options.critical,
+            **dict(reg.details),
+        }
+        for reg in host.registrations
+        for instance in reg.instance_names()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table(
+        rows,
+        ["instance", "kind", "queue", "pool", "critical", "dead_letter", "prefetch", "max_retries"],
+    )
+
+
+@click.command()
+@app_argument
+@broker_option
+def check(app: str, broker: str | None) -> None:
+    """Connect, declare every queue and dead-letter queue, print their depths; exit 0 or 1."""
+    host = prepare(app, broker, only=[], pools=())
+    choice = host.broker_choice
+    rows = []
+    failed = False
+    for reg in host.registrations:
+        if reg.kind == "worker":
+            continue
+        options = reg.consumer_options
+        assert options is not None
+        transport = options.transport_for(choice.url, instance=f"{reg.name}-check")
+        try:
+            transport.connect()
+            depths = transport.depth()
+        except BrokerError as exc:
+            click.echo(f"consumer-host: check failed: {exc}", err=True)
+            failed = True
+            break
+        finally:
+            transport.close()
+        for queue_name, depth in depths.items():
+            rows.append({"worker": reg.name, "queue": queue_name, "messages": depth})
+    if failed:
+        sys.exit(1)
+    table(rows, ["worker", "queue", "messages"])
+    click.echo(f"ok: {choice.redacted} ({choice.source})")
+
+
+@click.command()
+@url_option
+@click.option("--json", "as_json", is_flag=True, help="Print the /status document as JSON.")
+@click.option("--watch", is_flag=True, help="Refresh every 2 seconds until Ctrl-C.")
+def status(url: str, as_json: bool, watch: bool) -> None:
+    """Show a running host's instances and broker circuits (from its /status)."""
+    while True:
+        code, document = get_json(url, "/status")
+        if code != 200:
+            raise BrokerFail(f"{url}/status answered {code}")
+        if as_json:
+            click.echo(json.dumps(document, indent=2))
+        else:
+            if watch:
+                click.clear()
+            _render_status(document)
+        if not watch:
+            return
+        try:
+            threading.Event().wait(2.0)
+        except KeyboardInterrupt:
+            return
+
+
+@click.command()
+@url_option
+@click.option("--ready", is_flag=True, help="Check readiness (/readyz) instead of liveness.")
+def health(url: str, ready: bool) -> None:
+    """Exit 0 if a running host is live (or ready), 1 if not: for exec probes."""
+    path = "/readyz" if ready else "/healthz"
+    code, document = get_json(url, path)
+    ok = code == 200
+    detail = {k: v for k, v in document.items() if k != "ok"}
+    click.echo(
+        f"{'ok' if ok else 'not ok'}: {path} {code} {json.dumps(detail) if detail else ''}".rstrip()
+    )
+    sys.exit(0 if ok else 1)
+
+
+_STATE_COLORS = {
+    "running": "green",
+    "backing_off": "yellow",
+    "starting": "cyan",
+    "tripped": "red",
+    "stopped": "bright_black",
+}
+
+
+def _render_status(document: dict[str, Any]) -> None:
+    flags = []
+    if document.get("stopping"):
+        flags.append(click.style("draining", fg="yellow"))
+    flags.append(
+        click.style("ready", fg="green")
+        if document.get("ready")
+        else click.style("not ready", fg="red")
+    )
+    click.echo(f"{document['host']}  up {document['uptime']:.0f}s  {'  '.join(flags)}")
+    rows = []
+    for record in document["instances"]:
+        rows.append(
+            {
+                "instance": record["name"],
+                "state": record["state"],
+                "restarts": record["restarts"],
+                "queue": record.get("queue", ""),
+                "acked": record.get("acked", ""),
+                "retried": record.get("retried", ""),
+                "dead": record.get("dead_lettered", ""),
+                "last error": (record.get("last_error") or "")[:60],
+            }
+        )
+    columns = ["instance", "state", "restarts", "queue", "acked", "retried", "dead", "last error"]
+    table(rows, columns, color={"state": _STATE_COLORS})
+    for broker, state in document.get("brokers", {}).items():
+        colour = {"closed": "green", "half_open": "yellow", "open": "red"}.get(state)
+        click.echo(f"broker {broker}: circuit {click.style(state, fg=colour)}")

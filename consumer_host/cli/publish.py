@@ -1,0 +1,74 @@
+"""``consumer-host publish``: send JSON messages the way a producer would."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from consumer_host.errors import BrokerError
+from consumer_host.publisher import Publisher
+
+from .common import BrokerFail, Fail, broker_from, broker_option
+
+
+@click.command()
+@click.argument("queue")
+@click.argument("body", required=False, default=None)
+@broker_option
+@click.option("--count", type=click.IntRange(min=1), default=1, help="Publish it N times.")
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A header (repeatable); VALUE is parsed as JSON when it can be.",
+)
+def publish(
+    queue: str, body: str | None, broker: str | None, count: int, headers: tuple[str, ...]
+) -> None:
+    """Publish a JSON BODY to QUEUE (BODY '-' reads one message per line of stdin)."""
+    choice = broker_from(broker, code=None)
+    header_map = _parse_headers(headers)
+    bodies = list(_bodies(body))
+    published = 0
+    try:
+        with Publisher(choice.url) as publisher:
+            for _ in range(count):
+                for item in bodies:
+                    publisher.publish(queue, item, headers=header_map)
+                    published += 1
+    except BrokerError as exc:
+        raise BrokerFail(str(exc)) from None
+    click.echo(f"published {published} message(s) to {queue!r} on {choice.redacted}")
+
+
+def _parse_headers(values: tuple[str, ...]) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    for value in values:
+        key, sep, raw = value.partition("=")
+        if not sep or not key:
+            raise Fail(f"--header expects KEY=VALUE, got {value!r}")
+        try:
+            headers[key] = json.loads(raw)
+        except ValueError:
+            headers[key] = raw
+    return headers
+
+
+def _bodies(body: str | None) -> Iterator[Any]:
+    if body is None:
+        yield {}
+        return
+    lines = (
+        [line for line in sys.stdin.read().splitlines() if line.strip()] if body == "-" else [body]
+    )
+    for number, line in enumerate(lines, 1):
+        try:
+            yield json.loads(line)
+        except ValueError as exc:
+            where = f"line {number} of stdin" if body == "-" else "BODY"
+            raise Fail(f"{where} is not JSON: {exc}") from None

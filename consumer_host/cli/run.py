@@ -1,0 +1,97 @@
+"""``consumer-host run``: the host as a program."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from consumer_host.errors import ConfigError
+from consumer_host.logs import LOG_FORMATS, configure_logging
+
+from .common import Fail, app_argument, broker_option, prepare
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@click.command()
+@app_argument
+@broker_option
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=25.0,
+    envvar="CONSUMER_HOST_DRAIN_TIMEOUT",
+    show_envvar=True,
+    help="Seconds to finish in-flight messages after SIGTERM (Heroku kills at 30).",
+)
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="NAME",
+    envvar="CONSUMER_HOST_ONLY",
+    show_envvar=True,
+    help="Run only this worker (repeatable).",
+)
+@click.option(
+    "--pool",
+    "pools",
+    multiple=True,
+    metavar="NAME=N",
+    envvar="CONSUMER_HOST_POOL",
+    show_envvar=True,
+    help="Override a worker's pool size (repeatable).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="auto",
+    envvar="CONSUMER_HOST_LOG_FORMAT",
+    show_envvar=True,
+    help="auto: console on a terminal, JSON lines otherwise.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    envvar="CONSUMER_HOST_LOG_LEVEL",
+    show_envvar=True,
+)
+@click.option(
+    "--health-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    envvar="CONSUMER_HOST_HEALTH_PORT",
+    show_envvar=True,
+    help="Serve /healthz, /readyz, /metrics and /status on this port (off if unset).",
+)
+@click.option(
+    "--health-host",
+    default="0.0.0.0",  # noqa: S104 - probes and scrapes come from off-host
+    envvar="CONSUMER_HOST_HEALTH_HOST",
+    show_envvar=True,
+    help="Address the health server listens on.",
+)
+def run(
+    app: str,
+    broker: str | None,
+    drain_timeout: float,
+    only: tuple[str, ...],
+    pools: tuple[str, ...],
+    log_format: str,
+    log_level: str,
+    health_port: int | None,
+    health_host: str,
+) -> None:
+    """Run APP until SIGTERM or Ctrl-C (a second one ends it at once)."""
+    host = prepare(app, broker, only=list(only), pools=pools)
+    configure_logging(log_format, log_level, host=host.name)
+    host.drain_timeout = drain_timeout
+    if health_port is not None:
+        host.health_port = health_port
+        host.health_host = health_host
+    try:
+        code = host.run()
+    except ConfigError as exc:
+        raise Fail(str(exc)) from None
+    sys.exit(code)
