@@ -34,7 +34,12 @@ class Delivery:
     delivery_info: dict[str, Any]
     redelivered: bool = False
     delivery_count: int | None = None
-    """How often the broker has handed this message out, where it knows (Redis Streams)."""
+    """How often the broker has handed this message out, this time included, where it knows:
+    Streams' times-delivered, a quorum queue's ``x-delivery-count`` + 1, the Redis list
+    transport's recovery count + 1. ``None`` where the broker keeps no count."""
+    defect: str | None = None
+    """Why the transport could not parse what the producer sent (``reason: detail``); the
+    consumer dead-letters such a delivery at once, with ``body`` holding the raw bytes."""
     handle: Any = None
     """The transport's own handle for acking (a kombu message, a raw Redis entry, ...)."""
 

@@ -8,7 +8,7 @@ transport as :class:`~consumer_host.errors.BrokerUnavailable` (transient: retry 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from consumer_host.message import Delivery
@@ -24,6 +24,9 @@ class QueueSpec:
     exchange: str | None = None
     routing_key: str | None = None
     prefetch: int = 10
+    queue_arguments: dict[str, Any] = field(default_factory=dict)
+    """Broker-specific arguments for the main queue (AMQP ``x-queue-type: quorum``, ...). When
+    empty, an existing queue is used as it is, whatever its arguments."""
 
 
 class Transport(Protocol):
