@@ -1,10 +1,15 @@
-"""One consumer instance: fetch, decode, hand to the handler, settle; reconnect; drain.
+"""One consumer instance: the loop that fetches, dispatches to handlers, settles; reconnects;
+pauses; drains.
 
-Broker-agnostic: everything broker-specific sits behind :class:`~.transports.base.Transport`.
-Handler exceptions are message failures (retry, then dead-letter); they never end the loop.
-Broker errors are retried here, with backoff, through the broker circuit shared by every consumer
-of the same broker; only a permanent broker error (bad credentials, ...) or a bug escapes to the
-supervisor, which counts it toward the restart circuit.
+Broker-agnostic: everything broker-specific sits behind :class:`~.transports.base.Transport`,
+where handlers run behind :class:`~.executors.Executor`, and how a message leaves behind
+:class:`~.settlement.Settlement`. The loop is the only user of the connection: handler threads
+and tasks hand finished jobs back to it.
+
+Handler failures are message failures (retry, then dead-letter); they never end the loop.
+Broker errors are retried here, with backoff, through the broker circuit shared by every
+consumer of the same broker; only a permanent broker error (bad credentials, ...) or a bug
+escapes to the supervisor.
 """
 
 from __future__ import annotations
@@ -12,10 +17,8 @@ from __future__ import annotations
 import heapq
 import random
 import threading
-import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -23,104 +26,18 @@ import structlog
 from .backoff import Backoff, BackoffPolicy
 from .breaker import BreakerState, CircuitBreaker
 from .clock import SYSTEM_CLOCK, Clock
-from .decoding import BadMessage, content_types, decode, preview
-from .errors import BrokerError, BrokerRefused, BrokerUnavailable, ConfigError, Defer, Reject
+from .decoding import BadMessage, decode
+from .errors import BrokerError, BrokerRefused, BrokerUnavailable, CopyRefused
 from .events import ConsumerConnected, ConsumerDisconnected, EventHook
-from .message import ATTEMPT_HEADER, RETRY_AT_HEADER, Delivery, Message
-from .redaction import redact_text
-from .transports.base import QueueSpec, Transport
-from .transports.choose import transport_for
+from .executors import Executor, executor_for
+from .handling import Handler, Job, is_async, message_for
+from .message import RETRY_AT_HEADER, Delivery
+from .options import ConsumerOptions
+from .settlement import Settlement
+from .transports.base import Transport
 
-Handler = Callable[[Message], Any]
-
-
-def defer_step(seconds: float) -> float:
-    """How long to hold a deferred message this time: the largest of 0.1 s, 0.2 s, 0.4 s ...
-    that does not overshoot. On RabbitMQ every distinct delay is a queue, so arbitrary ETAs
-    must map onto a few; a message comes back, and is deferred again, until it is due."""
-    step = 0.1
-    while step * 2 <= seconds and step < 3276.8:
-        step *= 2
-    return step
-
-
-ERROR_HEADER_LIMIT = 500
-
-
-@dataclass(frozen=True, kw_only=True)
-class ConsumerOptions:
-    """What a consumer reads, and how it treats failures. Seconds everywhere."""
-
-    queue: str
-    prefetch: int = 10
-    max_retries: int = 3
-    retry_backoff_min: float = 1.0
-    retry_backoff_max: float = 60.0
-    dead_letter: str | None = None
-    accept: tuple[str, ...] = ("json",)
-    max_body_bytes: int = 1_048_576
-    exchange: str | None = None
-    routing_key: str | None = None
-    heartbeat: float = 20.0
-    ack_coalescing: bool = True
-    group: str | None = None
-    claim_after: float = 60.0
-    reconnect_backoff_min: float = 0.5
-    reconnect_backoff_max: float = 30.0
-    poll_interval: float = 0.5
-    accepted: frozenset[str] = field(init=False)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.queue, str) or not self.queue:
-            raise ConfigError(f"queue must be a non-empty string, got {self.queue!r}")
-        for option, minimum in (("prefetch", 1), ("max_body_bytes", 1), ("max_retries", 0)):
-            value = getattr(self, option)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"{option} must be an integer >= {minimum}, got {value!r}")
-        for option in ("heartbeat", "poll_interval", "claim_after"):
-            value = getattr(self, option)
-            if not isinstance(value, int | float) or value < 0:
-                raise ConfigError(f"{option} must be >= 0 seconds, got {value!r}")
-        BackoffPolicy(minimum=self.retry_backoff_min, maximum=self.retry_backoff_max, jitter=0)
-        BackoffPolicy(minimum=self.reconnect_backoff_min, maximum=self.reconnect_backoff_max)
-        object.__setattr__(self, "accepted", content_types(self.accept))
-        object.__setattr__(self, "accept", tuple(self.accept))
-
-    @property
-    def dead_letter_queue(self) -> str:
-        return self.dead_letter or f"{self.queue}.dlq"
-
-    def queue_spec(self) -> QueueSpec:
-        return QueueSpec(
-            queue=self.queue,
-            dead_letter=self.dead_letter_queue,
-            exchange=self.exchange,
-            routing_key=self.routing_key,
-            prefetch=self.prefetch,
-        )
-
-    def transport_for(self, url: str, *, instance: str) -> Transport:
-        """A fresh transport for one consumer instance on ``url``."""
-        return transport_for(
-            url,
-            self.queue_spec(),
-            instance=instance,
-            heartbeat=self.heartbeat,
-            poll_interval=self.poll_interval,
-            ack_coalescing=self.ack_coalescing,
-            group=self.group,
-            claim_after=self.claim_after,
-        )
-
-    def retry_delay(self, attempt: int) -> float:
-        """Delay before retrying a message whose ``attempt``-th delivery failed.
-
-        No jitter: on RabbitMQ each distinct delay is a queue, so the set of delays stays small.
-        """
-        policy = BackoffPolicy(
-            minimum=self.retry_backoff_min, maximum=self.retry_backoff_max, jitter=0
-        )
-        return policy.base_delay(attempt - 1)
+#: While handlers run, how long a fetch may block before finished jobs are settled.
+BUSY_POLL = 0.005
 
 
 class Consumer:
@@ -146,6 +63,7 @@ class Consumer:
         self.handler = handler
         self.options = options
         self.transport = transport
+        self.asynchronous = is_async(handler)
         self._breaker = breaker
         self._broker = broker
         self._emit = emit
@@ -155,66 +73,122 @@ class Consumer:
         self._log = structlog.get_logger("consumer_host.consumer").bind(
             host=host, worker=name, queue=options.queue
         )
+        self.settlement = Settlement(
+            transport,
+            options,
+            log=self._log,
+            wall=clock.wall,
+            observe=observe_handler or (lambda _seconds: None),
+        )
+        self._context = {"instance": name, "queue": options.queue}
+        self._executor: Executor | None = None
         self._held: list[tuple[float, int, Delivery]] = []
         self._held_seq = 0
+        self._in_hand = 0  # dispatched and not yet settled (waiting, queued or running)
+        self._keys: dict[Any, deque[Job]] = {}  # partition key -> jobs waiting behind a running one
+        self._generation = 0
         self._connected_once = False
+        self._paused = threading.Event()
+        self._stop = threading.Event()
+        self._refusals = Backoff(
+            BackoffPolicy(minimum=self.options.reconnect_backoff_min, maximum=30.0), rand=rand
+        )
         self.connected = False
         self.consuming = False
-        self.in_flight = 0
-        self.acked = 0
-        self.retried = 0
-        self.dead_lettered = 0
-        self.rejected = 0
         self.reconnects = 0
-        self.deferred = 0
         self.last_progress = clock.now()
-        self.handler_started = 0.0
-        self._observe = observe_handler or (lambda _seconds: None)
+
+    # -- what the host reads ----------------------------------------------------------------------
+
+    @property
+    def counters(self) -> Any:
+        return self.settlement.counters
+
+    @property
+    def acked(self) -> int:
+        return self.settlement.counters.acked
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running())
+
+    def _running(self) -> list[Job]:
+        return [] if self._executor is None else self._executor.running()
+
+    def in_flight_ids(self) -> list[str]:
+        """Message ids of the handlers running now (for shutdown and stuck reports)."""
+        return [job.delivery.message_id or "?" for job in self._running()]
+
+    def running_jobs(self) -> list[Job]:
+        return self._running()
 
     def status(self) -> dict[str, Any]:
+        counters = self.settlement.counters
         return {
             "queue": self.options.queue,
             "connected": self.connected,
             "consuming": self.consuming,
-            "acked": self.acked,
-            "retried": self.retried,
-            "dead_lettered": self.dead_lettered + self.rejected,
-            "rejected_bad_input": self.rejected,
+            "paused": self.paused,
+            "concurrency": self.options.concurrency,
+            "acked": counters.acked,
+            "retried": counters.retried,
+            "dead_lettered": counters.dead_lettered + counters.rejected,
+            "rejected_bad_input": counters.rejected,
             "in_flight": self.in_flight,
             "reconnects": self.reconnects,
-            "deferred": self.deferred,
+            "deferred": counters.deferred,
+            "copies_refused": counters.refused,
             "outcomes": {
-                "acked": self.acked,
-                "retried": self.retried,
-                "dead_lettered": self.dead_lettered,
-                "rejected_bad_input": self.rejected,
+                "acked": counters.acked,
+                "retried": counters.retried,
+                "dead_lettered": counters.dead_lettered,
+                "rejected_bad_input": counters.rejected,
             },
         }
 
     def stuck_for(self, now: float) -> float:
-        """Seconds this consumer has been stuck: in one handler, or connected without looping.
-
-        Waiting for a broker that is down is not being stuck.
-        """
-        if self.in_flight:
-            return now - self.handler_started
-        if self.connected:
+        """Seconds this consumer has been stuck: in its longest-running handler, or connected
+        without looping. Waiting for a broker that is down, or paused, is not being stuck."""
+        started = [job.started for job in self._running() if job.started is not None]
+        if started:
+            return now - min(started)
+        if self.connected and not self.paused:
             return now - self.last_progress
         return 0.0
 
     @property
     def ready(self) -> bool:
-        return self.connected and self.consuming
+        return self.connected and (self.consuming or self.paused)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    def pause(self) -> None:
+        """Take no new messages (prefetched ones go back to the queue); finish those in hand."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
 
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        self._stop = stop
         reconnect = Backoff(
             BackoffPolicy(
                 minimum=self.options.reconnect_backoff_min,
                 maximum=self.options.reconnect_backoff_max,
             ),
             rand=self._rand,
+        )
+        self._executor = executor_for(
+            self.handler,
+            concurrency=self.options.concurrency,
+            asynchronous=self.asynchronous,
+            now=self._clock.now,
+            context=self._context,
+            name=self.name,
         )
         try:
             while not stop.is_set():
@@ -230,6 +204,7 @@ class Consumer:
             self.connected = False
             self.consuming = False
             self.transport.close()
+            self._executor.close(timeout=1.0)
 
     def _connect(self, stop: threading.Event, reconnect: Backoff) -> bool:
         """Connect and subscribe, waiting on the broker circuit; ``False`` if stopped first."""
@@ -242,7 +217,8 @@ class Consumer:
                 continue
             try:
                 self.transport.connect()
-                self.transport.start_consuming()
+                if not self.paused:
+                    self.transport.start_consuming()
             except BrokerRefused:
                 self._breaker.record_failure()
                 raise
@@ -253,7 +229,9 @@ class Consumer:
                 continue
             self._breaker.record_success()
             reconnect.reset()
-            self.connected = self.consuming = True
+            self._generation += 1
+            self.connected = True
+            self.consuming = not self.paused
             self._emit(
                 ConsumerConnected(
                     instance=self.name,
@@ -280,6 +258,7 @@ class Consumer:
         """Report a lost or failed connection and back off; ``True`` if stopped meanwhile."""
         self.connected = self.consuming = False
         self.transport.discard()
+        self._forget_unstarted()
         self._emit(
             ConsumerDisconnected(
                 instance=self.name,
@@ -292,149 +271,176 @@ class Consumer:
         )
         return self._clock.wait(stop, delay)
 
+    def _forget_unstarted(self) -> None:
+        """The connection is gone, and with it every unsettled delivery: the broker gives them
+        out again. Jobs not yet started are dropped; running ones finish unsettled."""
+        assert self._executor is not None
+        dropped = len(self._executor.take_back()) + sum(len(q) for q in self._keys.values())
+        self._keys = {key: deque() for key in self._keys}  # running ones still hold their key
+        self._held.clear()
+        self._in_hand -= dropped
+
     def _consume(self, stop: threading.Event) -> None:
+        executor = self._executor
+        assert executor is not None
         transport = self.transport
         poll = self.options.poll_interval
+        prefetch = self.options.prefetch_count
         while not stop.is_set():
-            deliveries = transport.fetch(self._next_poll(poll), self.options.prefetch)
+            self._settle(executor.finished())
+            if self._paused.is_set():
+                self._idle_while_paused(stop)
+                continue
+            room = prefetch - self._in_hand
+            if room <= 0:
+                executor.wait(min(poll, 0.05))
+                continue
+            timeout = BUSY_POLL if self._in_hand else self._next_poll(poll)
+            deliveries = transport.fetch(timeout, room)
             self.last_progress = self._clock.now()
             for index, delivery in enumerate(deliveries):
                 if stop.is_set():
                     transport.requeue(deliveries[index:])
                     break
-                self._process(delivery)
+                self._accept(delivery)
             if self._held:
                 self._release_due(stop)
         self._drain()
 
-    def _drain(self) -> None:
-        """Stop taking messages and give back what was fetched but not started."""
-        self.consuming = False
-        held = [delivery for _, _, delivery in self._held]
+    def _idle_while_paused(self, stop: threading.Event) -> None:
+        assert self._executor is not None
+        if self.consuming:
+            self._give_back_unstarted()
+            self.consuming = False
+        self.last_progress = self._clock.now()
+        if self._in_hand:
+            self._executor.wait(0.05)
+        else:
+            self._clock.wait(stop, 0.1)
+        if not self._paused.is_set() and not stop.is_set():
+            self.transport.start_consuming()
+            self.consuming = True
+
+    def _give_back_unstarted(self) -> None:
+        """Stop the subscription and return everything fetched but not started."""
+        assert self._executor is not None
+        unstarted = [job.delivery for job in self._executor.take_back()]
+        for waiting in self._keys.values():
+            unstarted.extend(job.delivery for job in waiting)
+        self._keys = {key: deque() for key in self._keys}
+        self._in_hand -= len(unstarted)
+        unstarted.extend(delivery for _, _, delivery in self._held)
         self._held.clear()
         self.transport.stop_consuming()
         leftovers = self.transport.fetch(0, 1_000)
-        if held or leftovers:
-            self.transport.requeue(held + leftovers)
+        if unstarted or leftovers:
+            self.transport.requeue(unstarted + leftovers)
+
+    def _drain(self) -> None:
+        """Stop taking messages, give back what was not started, finish and settle the rest."""
+        executor = self._executor
+        assert executor is not None
+        self.consuming = False
+        self._give_back_unstarted()
+        while self._in_hand > 0:
+            executor.wait(0.05)
+            self._settle(executor.finished())
 
     # -- one message ------------------------------------------------------------------------------
 
-    def _process(self, delivery: Delivery) -> None:
+    def _accept(self, delivery: Delivery) -> None:
+        """Judge a fetched delivery; hand it to a handler, or settle it without one."""
         if not self.transport.delays_retries and self._hold_if_early(delivery):
             return
-        self.in_flight = 1
-        try:
-            try:
-                body = decode(delivery, self.options.accepted, self.options.max_body_bytes)
-            except BadMessage as bad:
-                self._reject_bad_input(delivery, bad)
-                return
-            attempt = max(delivery.attempt, delivery.delivery_count or 1)
-            if attempt > self.options.max_retries + 1:
-                # Delivered this often without an ack or a failure: the handler keeps killing
-                # the process. Stop the loop of crashes here.
-                error = RuntimeError(f"delivered {attempt} times without being settled")
-                self._dead_letter(delivery, error, attempt, reason="redelivered too often")
-                return
-            message = Message(
-                body=body,
-                headers=delivery.headers,
-                content_type=delivery.content_type,
-                message_id=delivery.message_id,
-                delivery_info=delivery.delivery_info,
-                redelivered=delivery.redelivered,
-                attempt=attempt,
-                queue=self.options.queue,
-                raw=delivery.body,
-            )
-            self.handler_started = self._clock.now()
-            began = time.perf_counter()
-            try:
-                self.handler(message)
-            except Reject as reject:
-                self._observe(time.perf_counter() - began)
-                self._dead_letter(delivery, reject, attempt, reason="rejected by handler")
-            except Defer as defer:
-                headers = {k: v for k, v in delivery.headers.items() if k != RETRY_AT_HEADER}
-                self.transport.retry(delivery, headers, defer_step(defer.seconds))
-                self.deferred += 1
-            except Exception as exc:  # noqa: BLE001 - a handler failure is a message failure
-                self._observe(time.perf_counter() - began)
-                self._failed(delivery, exc, attempt)
-            else:
-                self._observe(time.perf_counter() - began)
-                self.transport.ack(delivery)
-                self.acked += 1
-        finally:
-            self.in_flight = 0
-            self.last_progress = self._clock.now()
-
-    def _failed(self, delivery: Delivery, error: Exception, attempt: int) -> None:
-        if attempt > self.options.max_retries:
-            self._dead_letter(delivery, error, attempt, reason="max retries exceeded")
+        settlement = self.settlement
+        if delivery.defect is not None:
+            reason, _, detail = delivery.defect.partition(": ")
+            self._settled_by(settlement.reject_bad_input, delivery, BadMessage(reason, detail))
             return
-        delay = self.options.retry_delay(attempt)
-        headers = {**delivery.headers, ATTEMPT_HEADER: attempt + 1}
-        headers.pop(RETRY_AT_HEADER, None)
-        self.transport.retry(delivery, headers, delay)
-        self.retried += 1
-        self._log.warning(
-            "message_retrying",
-            message_id=delivery.message_id,
+        try:
+            body = decode(delivery, self.options.accepted, self.options.max_body_bytes)
+        except BadMessage as bad:
+            self._settled_by(settlement.reject_bad_input, delivery, bad)
+            return
+        attempt = delivery.attempt
+        count = delivery.delivery_count
+        if count is not None and count > self.options.max_deliveries:
+            # Handed out this often without an ack or a failure: the handler keeps killing the
+            # process. Stop the loop of crashes here.
+            error = RuntimeError(f"delivered {count} times without being settled")
+            self._settled_by(
+                lambda d, e: settlement.dead_letter(d, e, attempt, reason="max deliveries"),
+                delivery,
+                error,
+            )
+            return
+        self._log.debug("message_received", message_id=delivery.message_id, attempt=attempt)
+        job = Job(
+            delivery=delivery,
+            message=message_for(delivery, body, attempt, self.options.queue),
             attempt=attempt,
-            delay=delay,
-            error=redact_text(f"{type(error).__name__}: {error}"),
-            exc_info=error if attempt == 1 else None,
+            generation=self._generation,
         )
+        self._in_hand += 1
+        partition_by = self.options.partition_by
+        if partition_by is not None:
+            job.key = self._partition_key(partition_by, job)
+            waiting = self._keys.get(job.key)
+            if waiting is not None:
+                waiting.append(job)  # its key is busy: it runs after the ones before it
+                return
+            self._keys[job.key] = deque()
+        assert self._executor is not None
+        self._executor.submit([job])
+        self._settle(self._executor.finished())
 
-    def _dead_letter(
-        self, delivery: Delivery, error: BaseException, attempt: int, *, reason: str
+    def _partition_key(self, partition_by: Callable[[Any], Any], job: Job) -> Any:
+        try:
+            return partition_by(job.message)
+        except Exception:  # noqa: BLE001 - a key function that fails puts the message in one lane
+            self._log.warning(
+                "partition_key_failed", message_id=job.delivery.message_id, exc_info=True
+            )
+            return _UNKEYED
+
+    def _settle(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._in_hand -= 1
+            if job.key is not None:
+                self._release_key(job.key)
+            if job.generation != self._generation:
+                self._log.debug(
+                    "message_unsettled_after_reconnect", message_id=job.delivery.message_id
+                )
+                continue
+            self._settled_by(lambda _d, j: self.settlement.finish(j), job.delivery, job)
+        self.last_progress = self._clock.now()
+
+    def _release_key(self, key: Any) -> None:
+        waiting = self._keys.get(key)
+        if not waiting:
+            self._keys.pop(key, None)
+            return
+        assert self._executor is not None
+        self._executor.submit([waiting.popleft()])
+
+    def _settled_by(
+        self, settle: Callable[[Delivery, Any], None], delivery: Delivery, arg: Any
     ) -> None:
-        self.transport.dead_letter(delivery, self._error_headers(delivery, error, attempt))
-        self.dead_lettered += 1
-        self._log.error(
-            "message_dead_lettered",
-            message_id=delivery.message_id,
-            attempts=attempt,
-            reason=reason,
-            dead_letter_queue=self.options.dead_letter_queue,
-            error=redact_text(f"{type(error).__name__}: {error}"),
-            exc_info=None if isinstance(error, Reject) else error,
-        )
-
-    def _reject_bad_input(self, delivery: Delivery, bad: BadMessage) -> None:
-        self.transport.dead_letter(delivery, self._error_headers(delivery, bad, delivery.attempt))
-        self.rejected += 1
-        self._log.warning(
-            "message_rejected",
-            message_id=delivery.message_id,
-            reason=bad.reason,
-            detail=bad.detail[:200],
-            content_type=delivery.content_type,
-            body=preview(delivery.body),
-            dead_letter_queue=self.options.dead_letter_queue,
-        )
-
-    def _error_headers(
-        self, delivery: Delivery, error: BaseException, attempt: int
-    ) -> dict[str, Any]:
-        headers = {k: v for k, v in delivery.headers.items() if k != RETRY_AT_HEADER}
-        # Handlers put anything into their exceptions, connection URLs included.
-        text = redact_text(error.detail if isinstance(error, BadMessage) else str(error))
-        headers.update(
-            {
-                "x-error": (f"{error.reason}: {text}" if isinstance(error, BadMessage) else text)[
-                    :ERROR_HEADER_LIMIT
-                ],
-                "x-error-type": type(error).__name__,
-                "x-failed-at": datetime.now(UTC).isoformat(),
-                "x-original-queue": self.options.queue,
-                "x-attempts": attempt,
-            }
-        )
-        if isinstance(error, BadMessage):
-            headers["x-error-reason"] = error.reason
-        return headers
+        """Run one settlement; a copy the broker refused leaves the original in the queue, and
+        the loop backs off before it goes on with other messages."""
+        try:
+            settle(delivery, arg)
+        except CopyRefused as refused:
+            self.settlement.counters.refused += 1
+            delay = self._refusals.next()
+            self._log.warning(
+                "copy_refused", message_id=delivery.message_id, error=str(refused), delay=delay
+            )
+            self._clock.wait(self._stop, delay)
+        else:
+            if self._refusals.attempt:
+                self._refusals.reset()
 
     # -- retries held in process (transports without broker-side delays) ---------------------------
 
@@ -454,9 +460,12 @@ class Consumer:
         while self._held and self._held[0][0] <= now and not stop.is_set():
             _, _, delivery = heapq.heappop(self._held)
             delivery.headers.pop(RETRY_AT_HEADER, None)
-            self._process(delivery)
+            self._accept(delivery)
 
     def _next_poll(self, poll: float) -> float:
         if not self._held:
             return poll
         return max(0.0, min(poll, self._held[0][0] - self._clock.now()))
+
+
+_UNKEYED = object()

@@ -17,7 +17,7 @@ from . import probes
 from ._version import __version__
 from .broker import BrokerChoice, BrokerCircuitOptions, BrokerCircuits, resolve_broker
 from .clock import SYSTEM_CLOCK, Clock
-from .consumer import Consumer, ConsumerOptions, Handler
+from .consumer import Consumer
 from .errors import ConfigError, CriticalWorkerFailed, HostAlreadyRunning
 from .events import (
     Event,
@@ -28,9 +28,11 @@ from .events import (
     WorkerFinished,
     WorkerTripped,
 )
+from .handling import Handler
 from .health import HealthServer
 from .logs import EventLogger, configure_logging
 from .metrics import HostMetrics
+from .options import ConsumerOptions
 from .redaction import redact_text
 from .registry import Registry
 from .supervisor import Supervisor

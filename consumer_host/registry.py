@@ -7,8 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from .consumer import Consumer, ConsumerOptions, Handler
+from .consumer import Consumer
 from .errors import ConfigError, HostAlreadyRunning
+from .handling import Handler, is_async
+from .options import ConsumerOptions, split_options, unknown_option
 from .supervisor import SupervisionOptions, Worker
 
 
@@ -76,74 +78,46 @@ class Registry:
 
         return decorate
 
-    def consumer(
-        self,
-        name: str,
-        *,
-        queue: str,
-        prefetch: int = 10,
-        max_retries: int = 3,
-        retry_backoff_min: float = 1.0,
-        retry_backoff_max: float = 60.0,
-        dead_letter: str | None = None,
-        accept: tuple[str, ...] | list[str] = ("json",),
-        max_body_bytes: int = 1_048_576,
-        exchange: str | None = None,
-        routing_key: str | None = None,
-        heartbeat: float = 20.0,
-        ack_coalescing: bool = True,
-        group: str | None = None,
-        claim_after: float = 60.0,
-        reconnect_backoff_min: float = 0.5,
-        reconnect_backoff_max: float = 30.0,
-        **supervision: Any,
-    ) -> Callable[[Handler], Handler]:
+    def consumer(self, name: str, **options: Any) -> Callable[[Handler], Handler]:
         """Decorator: consume ``queue`` with ``handler(message)``, at least once.
 
-        Returning acks the message; raising retries it after ``retry_backoff_min`` doubling to
-        ``retry_backoff_max``, and after ``max_retries`` retries moves it to ``dead_letter``
-        (default ``<queue>.dlq``) with the error in its headers; raising
-        :class:`~consumer_host.Reject` dead-letters it at once. Supervision options (``pool``,
-        ``critical``, ``backoff_min``, ...) are those of :meth:`register`.
+        ``handler`` is a plain function or an ``async def`` one. Returning acks the message;
+        raising retries it after ``retry_backoff_min`` doubling to ``retry_backoff_max``, and
+        after ``max_retries`` retries moves it to ``dead_letter`` (default ``<queue>.dlq``) with
+        the error in its headers; raising :class:`~consumer_host.Reject` dead-letters it at
+        once. Every option of :class:`~consumer_host.options.ConsumerOptions` (``queue``,
+        ``concurrency``, ``prefetch``, ...) and of supervision (``pool``, ``critical``, ...) is
+        a keyword here; a misspelt one is an error that names the nearest.
         """
+        who = f"consumer {name!r}"
+        consumer_given, supervision = split_options(
+            options, ConsumerOptions, SupervisionOptions, who=who
+        )
+        if "queue" not in consumer_given:
+            raise ConfigError(f"{who}: queue= is required (the queue to consume)")
         try:
-            options = ConsumerOptions(
-                queue=queue,
-                prefetch=prefetch,
-                max_retries=max_retries,
-                retry_backoff_min=retry_backoff_min,
-                retry_backoff_max=retry_backoff_max,
-                dead_letter=dead_letter,
-                accept=tuple(accept) if not isinstance(accept, str) else (accept,),
-                max_body_bytes=max_body_bytes,
-                exchange=exchange,
-                routing_key=routing_key,
-                heartbeat=heartbeat,
-                ack_coalescing=ack_coalescing,
-                group=group,
-                claim_after=claim_after,
-                reconnect_backoff_min=reconnect_backoff_min,
-                reconnect_backoff_max=reconnect_backoff_max,
-            )
+            consumer_options = ConsumerOptions(**consumer_given)
         except ConfigError as exc:
-            raise ConfigError(f"consumer {name!r}: {exc}") from None
+            raise ConfigError(f"{who}: {exc}") from None
         supervision_options = self._options(name, supervision)
 
         def decorate(handler: Handler) -> Handler:
             if not callable(handler):
-                raise ConfigError(f"consumer {name!r}: the handler must be callable")
+                raise ConfigError(f"{who}: the handler must be callable")
             self._add(
                 Registration(
                     name,
-                    lambda instance: self._make_consumer(instance, name, handler, options),
+                    lambda instance: self._make_consumer(instance, name, handler, consumer_options),
                     supervision_options,
                     kind="consumer",
-                    consumer_options=options,
+                    consumer_options=consumer_options,
                     details=(
-                        ("queue", queue),
-                        ("dead_letter", options.dead_letter_queue),
-                        ("prefetch", prefetch),
-                        ("max_retries", max_retries),
+                        ("queue", consumer_options.queue),
+                        ("dead_letter", consumer_options.dead_letter_queue),
+                        ("concurrency", consumer_options.concurrency),
+                        ("prefetch", consumer_options.prefetch_count),
+                        ("max_retries", consumer_options.max_retries),
+                        ("handler", "async" if is_async(handler) else "sync"),
                     ),
                 )
             )
@@ -211,11 +185,12 @@ class Registry:
         self._add(registration)
 
     def _options(self, name: str, options: dict[str, Any]) -> SupervisionOptions:
+        known = SupervisionOptions.__dataclass_fields__
+        for key in options:
+            if key not in known:
+                raise ConfigError(unknown_option(key, known, who=f"worker {name!r}"))
         try:
             return SupervisionOptions(**options)
-        except TypeError as exc:
-            allowed = ", ".join(SupervisionOptions.__dataclass_fields__)
-            raise ConfigError(f"worker {name!r}: {exc}; options are: {allowed}") from None
         except ConfigError as exc:
             raise ConfigError(f"worker {name!r}: {exc}") from None
 

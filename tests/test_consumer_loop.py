@@ -8,14 +8,10 @@ import threading
 import pytest
 
 from consumer_host import BreakerState, BrokerRefused, BrokerUnavailable, CircuitBreaker, Reject
-from consumer_host.consumer import (
-    Consumer,
-    ConsumerConnected,
-    ConsumerDisconnected,
-    ConsumerOptions,
-)
+from consumer_host.consumer import Consumer
 from consumer_host.errors import ConfigError
-from consumer_host.events import BreakerChanged
+from consumer_host.events import BreakerChanged, ConsumerConnected, ConsumerDisconnected
+from consumer_host.options import ConsumerOptions
 from consumer_host.testing import FakeClock
 
 from .fakes import FakeTransport, delivery
