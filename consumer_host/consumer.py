@@ -27,13 +27,14 @@ from .backoff import Backoff, BackoffPolicy
 from .breaker import BreakerState, CircuitBreaker
 from .clock import SYSTEM_CLOCK, Clock
 from .decoding import BadMessage, decode
-from .errors import BrokerError, BrokerRefused, BrokerUnavailable, CopyRefused
+from .errors import BrokerError, BrokerRefused, BrokerUnavailable, CopyRefused, Defer, Reject
 from .events import ConsumerConnected, ConsumerDisconnected, EventHook
 from .executors import Executor, executor_for
 from .handling import Handler, Job, is_async, message_for
+from .killswitch import KillSwitchState, SwitchState
 from .message import RETRY_AT_HEADER, Delivery
 from .options import ConsumerOptions
-from .settlement import Settlement
+from .settlement import Settlement, debug_enabled
 from .transports.base import Transport
 
 #: While handlers run, how long a fetch may block before finished jobs are settled.
@@ -89,6 +90,9 @@ class Consumer:
         self._generation = 0
         self._connected_once = False
         self._paused = threading.Event()
+        self.kill_switch = (
+            None if options.kill_switch is None else KillSwitchState(options.kill_switch, clock)
+        )
         self._stop = threading.Event()
         self._refusals = Backoff(
             BackoffPolicy(minimum=self.options.reconnect_backoff_min, maximum=30.0), rand=rand
@@ -129,6 +133,7 @@ class Consumer:
             "connected": self.connected,
             "consuming": self.consuming,
             "paused": self.paused,
+            "kill_switch": None if self.kill_switch is None else str(self.kill_switch.state),
             "concurrency": self.options.concurrency,
             "acked": counters.acked,
             "retried": counters.retried,
@@ -158,7 +163,9 @@ class Consumer:
 
     @property
     def ready(self) -> bool:
-        return self.connected and (self.consuming or self.paused)
+        """Connected, and consuming unless intake was closed on purpose (paused, kill switch)."""
+        switched_off = self.kill_switch is not None and self.kill_switch.state != "closed"
+        return self.connected and (self.consuming or self.paused or switched_off)
 
     @property
     def paused(self) -> bool:
@@ -175,6 +182,7 @@ class Consumer:
 
     def run(self, stop: threading.Event) -> None:
         self._stop = stop
+        self.settlement.debug = debug_enabled(self._log)
         reconnect = Backoff(
             BackoffPolicy(
                 minimum=self.options.reconnect_backoff_min,
@@ -288,10 +296,14 @@ class Consumer:
         prefetch = self.options.prefetch_count
         while not stop.is_set():
             self._settle(executor.finished())
-            if self._paused.is_set():
-                self._idle_while_paused(stop)
+            allowed = self._intake()
+            if allowed == 0:
+                self._idle(stop)
                 continue
-            room = prefetch - self._in_hand
+            if not self.consuming:
+                transport.start_consuming()
+                self.consuming = True
+            room = (prefetch if allowed is None else allowed) - self._in_hand
             if room <= 0:
                 executor.wait(min(poll, 0.05))
                 continue
@@ -307,7 +319,16 @@ class Consumer:
                 self._release_due(stop)
         self._drain()
 
-    def _idle_while_paused(self, stop: threading.Event) -> None:
+    def _intake(self) -> int | None:
+        """How many messages may be in hand: ``None`` for up to prefetch, ``0`` for none."""
+        if self._paused.is_set():
+            return 0
+        if self.kill_switch is not None:
+            return self.kill_switch.intake()
+        return None
+
+    def _idle(self, stop: threading.Event) -> None:
+        """Paused, quiet or kill switch open: give back what was not started, finish the rest."""
         assert self._executor is not None
         if self.consuming:
             self._give_back_unstarted()
@@ -317,9 +338,6 @@ class Consumer:
             self._executor.wait(0.05)
         else:
             self._clock.wait(stop, 0.1)
-        if not self._paused.is_set() and not stop.is_set():
-            self.transport.start_consuming()
-            self.consuming = True
 
     def _give_back_unstarted(self) -> None:
         """Stop the subscription and return everything fetched but not started."""
@@ -374,7 +392,8 @@ class Consumer:
                 error,
             )
             return
-        self._log.debug("message_received", message_id=delivery.message_id, attempt=attempt)
+        if settlement.debug:
+            self._log.debug("message_received", message_id=delivery.message_id, attempt=attempt)
         job = Job(
             delivery=delivery,
             message=message_for(delivery, body, attempt, self.options.queue),
@@ -414,7 +433,23 @@ class Consumer:
                 )
                 continue
             self._settled_by(lambda _d, j: self.settlement.finish(j), job.delivery, job)
+            if self.kill_switch is not None:
+                self._watch_outcome(self.kill_switch, job.error)
         self.last_progress = self._clock.now()
+
+    def _watch_outcome(self, switch: KillSwitchState, error: BaseException | None) -> None:
+        failed = error is not None and not isinstance(error, Reject | Defer)
+        changed = switch.record(failed)
+        if changed is SwitchState.OPEN:
+            self._log.warning(
+                "kill_switch_open",
+                failure_ratio=round(switch.failure_ratio, 3),
+                pause=round(switch.opens_for(), 3),
+                detail="most messages fail: taking none for a while (they stay in the queue), "
+                "then one as a probe",
+            )
+        elif changed is SwitchState.CLOSED:
+            self._log.info("kill_switch_closed")
 
     def _release_key(self, key: Any) -> None:
         waiting = self._keys.get(key)

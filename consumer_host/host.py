@@ -100,6 +100,7 @@ class Host(Registry):
         self.metrics = HostMetrics(self, __version__)
         self._health: HealthServer | None = None
         self._started_at: float | None = None
+        self._quiet = False
 
     def _make_consumer(
         self, instance: str, registered: str, handler: Handler, options: ConsumerOptions
@@ -370,6 +371,8 @@ class Host(Registry):
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Started, not draining, and every consumer that is not tripped is consuming."""
+        if self._quiet:
+            return False, {"reason": "quiet"}
         return probes.readiness(
             self._supervisors, started=self._started, draining=self._stop_requested.is_set()
         )
@@ -414,3 +417,50 @@ class Host(Registry):
                 record.update(worker_status())
             records.append(record)
         return records
+
+    # -- run-time control ---------------------------------------------------------------------
+
+    def pause(self, name: str) -> list[str]:
+        """Stop the consumer ``name`` (all its instances) taking messages; what is in flight
+        finishes, prefetched messages go back to the queue. Returns the instances paused."""
+        consumers = self._consumers_of(name, "pause")
+        for consumer in consumers:
+            consumer.pause()
+        _log.warning("consumer_paused", host=self.name, worker=name)
+        return [consumer.name for consumer in consumers]
+
+    def resume(self, name: str) -> list[str]:
+        """Let a paused consumer take messages again (not while the host is quiet)."""
+        consumers = self._consumers_of(name, "resume")
+        if self._quiet:
+            raise ConfigError(f"cannot resume {name!r}: the host is quiet until it restarts")
+        for consumer in consumers:
+            consumer.resume()
+        _log.info("consumer_resumed", host=self.name, worker=name)
+        return [consumer.name for consumer in consumers]
+
+    def quiet(self) -> None:
+        """Every consumer stops taking messages and /readyz answers 503, so a deploy can stop
+        intake before SIGTERM (Sidekiq's quiet). There is no way back but a restart."""
+        self._quiet = True
+        for consumer in self._consumers():
+            consumer.pause()
+        _log.warning("host_quiet", host=self.name, detail="no consumer takes new messages")
+
+    @property
+    def is_quiet(self) -> bool:
+        return self._quiet
+
+    def _consumers(self) -> list[Consumer]:
+        return [s.worker for s in self._supervisors if isinstance(s.worker, Consumer)]
+
+    def _consumers_of(self, name: str, action: str) -> list[Consumer]:
+        registration = self._registrations.get(name)
+        if registration is None or registration.kind == "worker":
+            known = ", ".join(n for n, r in self._registrations.items() if r.kind != "worker")
+            raise ConfigError(f"cannot {action} {name!r}: no consumer of that name ({known})")
+        return [
+            s.worker
+            for s in self._supervisors
+            if s.registered == name and isinstance(s.worker, Consumer)
+        ]

@@ -16,6 +16,7 @@ from typing import Any
 from .backoff import BackoffPolicy
 from .decoding import content_types
 from .errors import ConfigError
+from .killswitch import KillSwitch
 from .transports.base import QueueSpec, Transport
 from .transports.choose import transport_for
 
@@ -131,6 +132,19 @@ class ConsumerOptions:
     )
     reconnect_backoff_max: float = _option(30.0, "longest reconnect delay", _seconds(positive=True))
     poll_interval: float = _option(0.5, "longest idle wait for a message", _seconds())
+    kill_switch: KillSwitch | None = _option(
+        None,
+        "stop taking messages while most fail: `KillSwitch(activation=20, trip_ratio=0.5, "
+        "pause=30.0)`; `None` turns it off",
+        (lambda v: v is None or isinstance(v, KillSwitch), "a KillSwitch or None"),
+        factory=KillSwitch,
+    )
+    stuck_after: float | None = _option(
+        None,
+        "a handler running longer is reported once with its stack; default half the "
+        "`liveness_timeout`, so the report comes before the restart",
+        (lambda v: v is None or _seconds(positive=True)[0](v), "> 0 seconds"),
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str) or not self.queue:

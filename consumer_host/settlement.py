@@ -33,6 +33,15 @@ def defer_step(seconds: float) -> float:
     return step
 
 
+def debug_enabled(log: Any) -> bool:
+    """Whether ``log`` would emit DEBUG lines (structlog's stdlib and filtering loggers)."""
+    for check in ("isEnabledFor", "is_enabled_for"):
+        method = getattr(log, check, None)
+        if callable(method):
+            return bool(method(10))
+    return True
+
+
 class Counters:
     """What an instance has done with its messages."""
 
@@ -65,6 +74,7 @@ class Settlement:
         self._log = log
         self._wall = wall
         self._observe = observe
+        self.debug = False  # per-message lines cost too much to build and drop on the hot path
 
     def finish(self, job: Job) -> None:
         """Settle a job whose handler has returned or raised."""
@@ -74,12 +84,14 @@ class Settlement:
             self._observe(job.duration)
             self.transport.ack(delivery)
             self.counters.acked += 1
-            self._log.debug("message_acked", message_id=delivery.message_id)
+            if self.debug:
+                self._log.debug("message_acked", message_id=delivery.message_id)
         elif isinstance(error, Defer):
             headers = {k: v for k, v in delivery.headers.items() if k != RETRY_AT_HEADER}
             self.transport.retry(delivery, headers, defer_step(error.seconds))
             self.counters.deferred += 1
-            self._log.debug("message_deferred", message_id=delivery.message_id)
+            if self.debug:
+                self._log.debug("message_deferred", message_id=delivery.message_id)
         elif isinstance(error, Reject):
             self._observe(job.duration)
             self.dead_letter(delivery, error, job.attempt, reason="rejected by handler")
