@@ -36,6 +36,7 @@ from .message import RETRY_AT_HEADER, Delivery
 from .options import ConsumerOptions
 from .settlement import Settlement, debug_enabled
 from .transports.base import Transport
+from .watchdog import stuck_jobs
 
 #: While handlers run, how long a fetch may block before finished jobs are settled.
 BUSY_POLL = 0.005
@@ -59,8 +60,10 @@ class Consumer:
         rand: Callable[[], float] = random.random,
         registered: str | None = None,
         observe_handler: Callable[[float], None] | None = None,
+        stuck_after: float = 300.0,
     ) -> None:
         self.name = name
+        self.stuck_after = options.stuck_after or stuck_after
         self.handler = handler
         self.options = options
         self.transport = transport
@@ -126,6 +129,10 @@ class Consumer:
     def running_jobs(self) -> list[Job]:
         return self._running()
 
+    @property
+    def queue(self) -> str:
+        return self.options.queue
+
     def status(self) -> dict[str, Any]:
         counters = self.settlement.counters
         return {
@@ -143,6 +150,7 @@ class Consumer:
             "reconnects": self.reconnects,
             "deferred": counters.deferred,
             "copies_refused": counters.refused,
+            "stuck": stuck_jobs(self._running(), self._clock.now(), self.stuck_after),
             "outcomes": {
                 "acked": counters.acked,
                 "retried": counters.retried,

@@ -36,6 +36,7 @@ from .options import ConsumerOptions
 from .redaction import redact_text
 from .registry import Registry
 from .supervisor import Supervisor
+from .watchdog import Watchdog
 
 EXIT_OK = 0
 EXIT_CRITICAL = 1
@@ -101,6 +102,7 @@ class Host(Registry):
         self._health: HealthServer | None = None
         self._started_at: float | None = None
         self._quiet = False
+        self._watchdog: Watchdog | None = None
 
     def _make_consumer(
         self, instance: str, registered: str, handler: Handler, options: ConsumerOptions
@@ -119,6 +121,7 @@ class Host(Registry):
             rand=self._rand,
             registered=registered,
             observe_handler=self.metrics.handler_timer(instance),
+            stuck_after=self._registrations[registered].options.liveness_timeout / 2,
         )
 
     @property
@@ -176,6 +179,9 @@ class Host(Registry):
             self.done.set()
         for supervisor in self._supervisors:
             supervisor.start()
+        if self._consumers():
+            self._watchdog = Watchdog(self.name, self.clock, self._consumers)
+            self._watchdog.start()
 
     def _announce_broker(self) -> None:
         choice = self.broker_choice
@@ -219,6 +225,8 @@ class Host(Registry):
             if not any(s.is_alive() for s in self._supervisors):
                 self.done.set()
             self._stopped.set()
+            if self._watchdog is not None:
+                self._watchdog.close()
             if self._health is not None:
                 self._health.close()
         self.emit(HostStopped(host=self.name, exit_code=self._exit_code, unstopped=self._unstopped))
