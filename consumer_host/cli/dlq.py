@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import click
 from click.decorators import FC
 
 from consumer_host.broker import REDIS_SCHEMES, STREAMS_SCHEMES, scheme_of
-from consumer_host.consumer import ConsumerOptions
 from consumer_host.dead_letters import (
     DeadLetterMoveStopped,
     DeadLetterStore,
@@ -25,7 +25,6 @@ from consumer_host.dead_letters import (
 )
 from consumer_host.errors import BrokerError
 from consumer_host.host import Host
-from consumer_host.registry import Registration
 from consumer_host.transports.kombu_transport import AMQP_SCHEMES
 
 from .common import BrokerFail, Fail, app_argument, broker_option, prepare, table
@@ -66,9 +65,9 @@ def list_(app: str, consumer_name: str | None, as_json: bool, broker: str | None
     """Dead letters grouped by consumer and error type, with counts and times (changes nothing)."""
     host = prepare(app, broker, only=[], pools=())
     groups: list[Group] = []
-    for reg, options in _consumers(host, consumer_name):
-        with _store(host, options) as store, _broker_errors():
-            groups.extend(summarize(reg.name, store.browse()))
+    for target in _consumers(host, consumer_name):
+        with _store(host, target) as store, _broker_errors():
+            groups.extend(summarize(target.consumer, store.browse()))
     rows = [group.as_dict() for group in groups]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -92,19 +91,21 @@ def list_(app: str, consumer_name: str | None, as_json: bool, broker: str | None
 @app_argument
 @consumer_option(required=True)
 @error_type_option
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Move at most N.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, metavar="N", help="Move at most N."
+)
 @broker_option
 def replay(
     app: str, consumer_name: str, error_type: str | None, limit: int | None, broker: str | None
 ) -> None:
     """Move dead letters back to the consumer's queue with their attempt counter reset."""
     host = prepare(app, broker, only=[], pools=())
-    [(_reg, options)] = _consumers(host, consumer_name)
+    [target] = _consumers(host, consumer_name)
     selection = Selection(error_type=error_type, limit=limit)
-    with _store(host, options) as store, _broker_errors("replayed"):
+    with _store(host, target) as store, _broker_errors("replayed"):
         moved = store.replay(selection)
     click.echo(
-        f"replayed {moved} dead letter(s) from {options.dead_letter_queue!r} to {options.queue!r}"
+        f"replayed {moved} dead letter(s) from {target.dead_letter_queue!r} to {target.queue!r}"
     )
 
 
@@ -119,35 +120,43 @@ def purge(
 ) -> None:
     """Delete the consumer's dead letters (of one error type with --error-type); needs --yes."""
     host = prepare(app, broker, only=[], pools=())
-    [(_reg, options)] = _consumers(host, consumer_name)
+    [target] = _consumers(host, consumer_name)
     if not yes:
         raise Fail(
-            f"purge deletes dead letters from {options.dead_letter_queue!r} for good; "
+            f"purge deletes dead letters from {target.dead_letter_queue!r} for good; "
             "add --yes to do it"
         )
-    with _store(host, options) as store, _broker_errors("purged"):
+    with _store(host, target) as store, _broker_errors("purged"):
         purged = store.purge(Selection(error_type=error_type))
-    click.echo(f"purged {purged} dead letter(s) from {options.dead_letter_queue!r}")
+    click.echo(f"purged {purged} dead letter(s) from {target.dead_letter_queue!r}")
 
 
-def _consumers(host: Host, name: str | None) -> list[tuple[Registration, ConsumerOptions]]:
-    """The app's consumers (or the one named), each with its options."""
+class _Target(NamedTuple):
+    """One consumer of the app: its name, the queue it reads, where its dead letters go."""
+
+    consumer: str
+    queue: str
+    dead_letter_queue: str
+
+
+def _consumers(host: Host, name: str | None) -> list[_Target]:
+    """The app's consumers (or the one named)."""
     found = [
-        (reg, reg.consumer_options)
+        _Target(reg.name, reg.consumer_options.queue, reg.consumer_options.dead_letter_queue)
         for reg in host.registrations
         if reg.consumer_options is not None
     ]
     if name is None:
         return found
-    chosen = [(reg, options) for reg, options in found if reg.name == name]
+    chosen = [target for target in found if target.consumer == name]
     if not chosen:
-        known = ", ".join(reg.name for reg, _ in found) or "none"
+        known = ", ".join(target.consumer for target in found) or "none"
         raise Fail(f"no consumer named {name!r} in {host.name!r} (consumers: {known})")
     return chosen
 
 
 @contextmanager
-def _store(host: Host, options: ConsumerOptions) -> Iterator[DeadLetterStore]:
+def _store(host: Host, target: _Target) -> Iterator[DeadLetterStore]:
     """The dead-letter store of one consumer on the host's broker, closed afterwards."""
     url = host.broker_choice.url
     scheme = scheme_of(url)
@@ -159,11 +168,11 @@ def _store(host: Host, options: ConsumerOptions) -> Iterator[DeadLetterStore]:
         )
 
         kind = RedisStreamDeadLetters if scheme in STREAMS_SCHEMES else RedisListDeadLetters
-        store = kind(url, queue=options.queue, dead_letter=options.dead_letter_queue)
+        store = kind(url, queue=target.queue, dead_letter=target.dead_letter_queue)
     elif scheme in AMQP_SCHEMES:
         from consumer_host.transports.kombu_dead_letters import KombuDeadLetters
 
-        store = KombuDeadLetters(url, queue=options.queue, dead_letter=options.dead_letter_queue)
+        store = KombuDeadLetters(url, queue=target.queue, dead_letter=target.dead_letter_queue)
     else:
         raise Fail(
             f"dlq works on RabbitMQ and Redis, not on {host.broker_choice.redacted} "
