@@ -14,6 +14,7 @@ import click
 
 from consumer_host import __version__
 
+from .dlq import dlq
 from .inspect import check, health, list_, status
 from .publish import publish
 from .run import run
@@ -30,6 +31,7 @@ def cli() -> None:
 
 for command in (run, list_, publish, check, status, health):
     cli.add_command(command)
+cli.add_command(dlq)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
