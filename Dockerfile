@@ -1,5 +1,6 @@
-# consumer-host: a small image that runs `consumer-host run APP`.
-# Build your own on top of it (COPY your app, set CONSUMER_HOST_APP), or build from this repo.
+# consumer-host: a small image that runs `consumer-host run`, which runs $CONSUMER_HOST_APP.
+# Build your own on top of it (COPY your app, set CONSUMER_HOST_APP), or build from this repo;
+# without CONSUMER_HOST_APP it runs the bundled example.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -10,7 +11,8 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     CONSUMER_HOST_HEALTH_PORT=8080 \
-    CONSUMER_HOST_LOG_FORMAT=json
+    CONSUMER_HOST_LOG_FORMAT=json \
+    CONSUMER_HOST_APP=examples/orders.py
 COPY --from=build /install /usr/local
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /app --create-home app
@@ -19,4 +21,4 @@ COPY --chown=app:app examples ./examples
 USER 10001
 EXPOSE 8080
 ENTRYPOINT ["consumer-host"]
-CMD ["run", "examples/orders.py"]
+CMD ["run"]

@@ -5,7 +5,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import platformdirs
 
 from .breaker import BreakerState, CircuitBreaker
 from .clock import SYSTEM_CLOCK, Clock
@@ -13,9 +16,10 @@ from .errors import ConfigError
 from .events import BreakerChanged, EventHook
 from .redaction import redact_url
 
-#: Where the embedded development broker keeps its messages (kombu's filesystem transport).
-EMBEDDED_BROKER_DIR = ".consumer-host/broker"
+#: The embedded development broker: kombu's filesystem transport, its folder in the URL's path.
 EMBEDDED_BROKER_URL = "filesystem://"
+#: Overrides the per-user data directory (where the embedded broker keeps its messages).
+DATA_DIR_VARIABLE = "CONSUMER_HOST_DATA_DIR"
 
 KOMBU_SCHEMES = frozenset({"amqp", "amqps", "pyamqp", "memory", "filesystem"})
 REDIS_SCHEMES = frozenset({"redis", "rediss"})
@@ -31,6 +35,8 @@ class BrokerChoice:
     url: str
     source: str
     """Where the URL came from: ``--broker``, an environment variable, ``Host(broker=...)``..."""
+    overridden: str | None = None
+    """The ``Host(broker=...)`` URL an environment variable beat, redacted; ``None`` if none."""
 
     @property
     def redacted(self) -> str:
@@ -45,16 +51,50 @@ def resolve_broker(
     environ: Mapping[str, str], *, flag: str | None = None, code: str | None = None
 ) -> BrokerChoice:
     """``--broker`` > CONSUMER_HOST_BROKER_URL > CLOUDAMQP_URL > RABBITMQ_URL > REDIS_TLS_URL >
-    REDIS_URL > ``Host(broker=...)`` > the embedded default broker."""
+    REDIS_URL > ``Host(broker=...)`` > the embedded default broker.
+
+    A variable that beats a URL given in code is recorded in ``overridden`` (platforms set
+    REDIS_URL on their own, so the user may not know it is there). A ``filesystem://`` URL without
+    a folder gets the data directory's (``CONSUMER_HOST_DATA_DIR`` or the per-user one).
+    """
     if flag:
-        return BrokerChoice(validate_url(flag), "--broker")
+        return _with_folder(
+            BrokerChoice(validate_url(flag, source="--broker"), "--broker"), environ
+        )
     for variable in ("CONSUMER_HOST_BROKER_URL", *PLATFORM_VARIABLES):
         value = environ.get(variable, "").strip()
         if value:
-            return BrokerChoice(validate_url(value, source=variable), variable)
+            overridden = redact_url(code) if code and code.strip() != value else None
+            choice = BrokerChoice(validate_url(value, source=variable), variable, overridden)
+            return _with_folder(choice, environ)
     if code:
-        return BrokerChoice(validate_url(code, source="Host(broker=...)"), "Host(broker=...)")
-    return BrokerChoice(EMBEDDED_BROKER_URL, "embedded default")
+        choice = BrokerChoice(validate_url(code, source="Host(broker=...)"), "Host(broker=...)")
+        return _with_folder(choice, environ)
+    return _with_folder(BrokerChoice(EMBEDDED_BROKER_URL, "embedded default"), environ)
+
+
+def data_dir(environ: Mapping[str, str]) -> Path:
+    """Where consumer-host keeps local state: ``CONSUMER_HOST_DATA_DIR``, else the per-user data
+    directory (``~/.local/share/consumer-host`` on Linux, ``~/Library/Application Support/
+    consumer-host`` on macOS), never the current directory."""
+    configured = environ.get(DATA_DIR_VARIABLE, "").strip()
+    if configured:
+        return Path(configured).expanduser().resolve()
+    return Path(platformdirs.user_data_dir("consumer-host", appauthor=False))
+
+
+def embedded_broker_folder(url: str) -> str:
+    """The folder a ``filesystem://`` URL keeps its messages in (the per-user default if none)."""
+    path = urlsplit(url).path
+    return path if path not in ("", "/") else str(data_dir({}) / "broker")
+
+
+def _with_folder(choice: BrokerChoice, environ: Mapping[str, str]) -> BrokerChoice:
+    if scheme_of(choice.url) != "filesystem" or urlsplit(choice.url).path not in ("", "/"):
+        return choice
+    folder = (data_dir(environ) / "broker").as_posix()
+    url = f"filesystem://{'' if folder.startswith('/') else '/'}{folder}"
+    return BrokerChoice(url, choice.source, choice.overridden)
 
 
 def validate_url(url: str, *, source: str = "broker URL") -> str:
@@ -77,7 +117,21 @@ def validate_url(url: str, *, source: str = "broker URL") -> str:
         )
     if scheme not in {"memory", "filesystem"} and not parts.hostname:
         raise ConfigError(f"{source}: broker URL {redact_url(url)!r} has no host")
+    clashes = sorted(_KOMBU_URL_PARTS.intersection(parse_qs(parts.query, keep_blank_values=True)))
+    if scheme in KOMBU_SCHEMES and clashes:
+        # kombu passes these from the URL's own parts and the query alike: a TypeError inside it.
+        raise ConfigError(
+            f"{source}: {scheme}:// takes {', '.join(clashes)} from the URL itself "
+            f"({scheme}://user:password@host:5672/vhost), not from the query string, in "
+            f"{redact_url(url)!r}"
+        )
     return url
+
+
+#: What kombu's ``parse_url`` takes from a URL's parts; the same name in the query collides.
+_KOMBU_URL_PARTS = frozenset(
+    {"transport", "hostname", "port", "userid", "password", "virtual_host"}
+)
 
 
 def scheme_of(url: str) -> str:

@@ -6,15 +6,22 @@ import importlib
 import importlib.util
 import os
 import sys
+import traceback
 from pathlib import Path
 from types import ModuleType
 
 from .errors import ConfigError
 from .host import Host
 
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
 
 class AppImportError(Exception):
-    """The user's module raised while being imported: their traceback is what they need."""
+    """The user's module raised while being imported: their traceback is what they need.
+
+    Not for a :class:`ConfigError` (``pool=0``, ``prefetch=-1``): that is an option mistake the
+    message already explains, so it becomes one line naming the app and the line of the call.
+    """
 
     def __init__(self, spec: str, cause: BaseException) -> None:
         super().__init__(f"importing {spec!r} failed: {type(cause).__name__}: {cause}")
@@ -22,7 +29,11 @@ class AppImportError(Exception):
 
 
 def load_app(spec: str) -> Host:
-    """Load ``pkg.module:attr``, ``pkg.module`` (attr ``host``) or ``path/app.py[:attr]``."""
+    """Load ``pkg.module:attr``, ``pkg.module`` (attr ``host``) or ``path/app.py[:attr]``.
+
+    A host with nothing registered is a :class:`ConfigError` too: running it would do nothing,
+    silently (usually the module that registers the workers is never imported).
+    """
     if not spec or not isinstance(spec, str):
         raise ConfigError("APP is missing: give package.module:host or path/to/app.py")
     target, _, attr = spec.partition(":")
@@ -42,13 +53,41 @@ def load_app(spec: str) -> Host:
         # A factory function returning the host, as in ``app:create_host``.
         try:
             host = host()
+        except ConfigError as exc:
+            raise _option_mistake(spec, exc) from None
         except Exception as exc:
             raise AppImportError(spec, exc) from exc
     if not isinstance(host, Host):
         raise ConfigError(
             f"APP {spec!r}: {attr!r} is a {type(host).__name__}, not a consumer_host.Host"
         )
+    if not host.registrations:
+        raise ConfigError(
+            f"APP {spec!r} registered no workers: decorate a function with "
+            "@host.consumer(...) or @host.worker(...) (and import the module that does)"
+        )
     return host
+
+
+def _option_mistake(spec: str, exc: ConfigError) -> ConfigError:
+    """``APP 'app.py' (app.py line 12): pool must be ...``: the user's line, not our frames."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not Path(frame.filename).resolve().is_relative_to(_PACKAGE_DIR)
+        and not frame.filename.startswith("<frozen ")
+    ]
+    where = ""
+    if frames:
+        where = f" ({_shown_path(frames[-1].filename)} line {frames[-1].lineno})"
+    return ConfigError(f"APP {spec!r}{where}: {exc}")
+
+
+def _shown_path(filename: str) -> str:
+    try:
+        return os.path.relpath(filename)
+    except ValueError:  # another drive on Windows
+        return filename
 
 
 def _load_module(spec: str, name: str) -> ModuleType:
@@ -60,6 +99,8 @@ def _load_module(spec: str, name: str) -> ModuleType:
         if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
             raise ConfigError(f"APP {spec!r}: no module named {exc.name!r}") from None
         raise AppImportError(spec, exc) from exc
+    except ConfigError as exc:
+        raise _option_mistake(spec, exc) from None
     except Exception as exc:
         raise AppImportError(spec, exc) from exc
 
@@ -77,6 +118,8 @@ def _load_file(spec: str, path: Path) -> ModuleType:
     sys.path.insert(0, str(path.resolve().parent))
     try:
         loader_spec.loader.exec_module(module)
+    except ConfigError as exc:
+        raise _option_mistake(spec, exc) from None
     except Exception as exc:
         raise AppImportError(spec, exc) from exc
     return module
@@ -93,6 +136,8 @@ def parse_pool_overrides(values: tuple[str, ...] | list[str]) -> dict[str, int]:
             pools[name] = int(size)
         except ValueError:
             raise ConfigError(f"--pool {value!r}: N must be a whole number") from None
+        if pools[name] < 1:
+            raise ConfigError(f"--pool {value!r}: N must be at least 1")
     return pools
 
 

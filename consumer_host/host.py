@@ -186,15 +186,25 @@ class Host(Registry):
     def _announce_broker(self) -> None:
         choice = self.broker_choice
         _log.info("broker_selected", host=self.name, broker=choice.redacted, source=choice.source)
+        if choice.overridden:
+            _log.warning(
+                "broker_overridden",
+                host=self.name,
+                variable=choice.source,
+                overridden=choice.overridden,
+                detail=f"{choice.source} is set and wins over Host(broker=...); unset it to use "
+                "the URL in the code",
+            )
         if choice.embedded:
             _log.warning(
                 "embedded_broker",
                 host=self.name,
                 detail=(
                     "using the embedded development broker (kombu's filesystem transport under "
-                    "./.consumer-host/): one machine only, and messages being handled when the "
-                    "process is killed can be lost. Set CONSUMER_HOST_BROKER_URL or --broker to "
-                    "an amqp:// or redis:// URL for anything real."
+                    f"{choice.url.removeprefix('filesystem://')}): one machine only, and messages "
+                    "being handled when the process is killed can be lost. Set "
+                    "CONSUMER_HOST_BROKER_URL or --broker to an amqp:// or redis:// URL for "
+                    "anything real."
                 ),
             )
 

@@ -1,51 +1,80 @@
-"""Keep credentials out of everything a person or a log pipeline can read."""
+"""Keep credentials out of everything a person or a log pipeline can read.
+
+A broker URL can carry a secret in two places, and the transports accept both:
+
+- the userinfo: ``amqp://user:secret@host//``, ``redis://:secret@host:6379/0`` (no user), with
+  the password raw or percent-encoded, even with a raw ``@`` in it (``user:p@ss@host``: the
+  authority ends at its last ``@``);
+- the query string: ``redis://host:6379/0?password=secret`` (redis-py reads it), and any other
+  parameter whose name says it is a secret (``ssl_keyfile_password``, ``token``, ``sasl_pass``...).
+
+Both are masked with ``***`` everywhere a URL can appear: alone (:func:`redact_url`), inside a
+longer text such as an error message or a traceback (:func:`redact_text`), in every string of a
+log event (:func:`redact_event`). kombu's failover form, several URLs joined by ``;``, is masked
+URL by URL.
+"""
 
 from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus
 
-# scheme://user:password@  -> scheme://user:***@   (anywhere inside a longer text)
-_CREDENTIALS_IN_TEXT = re.compile(
-    r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*):(?P<secret>[^@\s/]+)@"
-)
+MASK = "***"
+
+# scheme://user:secret@ ; the secret runs to the last "@" before the authority ends ("/", "?",
+# "#" or a space), so a raw "@" inside a password does not leave its tail behind.
+_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s]*):(?P<secret>[^/?#\s]*)@")
+
+# A URL inside a text: the scheme, "://", then everything up to a space or a quote.
+_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'\"<>`]*")
+
+# One query parameter: its separator, its name and its value.
+_QUERY_PARAMETER = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&;#?\s]+)=(?P<value>[^&;#\s]*)")
+
+#: Parameter names (lower-cased, percent-decoded) that hold secrets when they contain one of these.
+SECRET_PARAMETER_WORDS = ("pass", "pwd", "secret", "token", "credential", "apikey", "api_key")
 
 
 def redact_url(url: str) -> str:
     """``amqp://user:secret@host/vhost`` -> ``amqp://user:***@host/vhost``.
 
-    A password given without a user (``redis://:secret@host``) is masked as well.
+    Also masks a password given without a user (``redis://:secret@host``) and secret query
+    parameters (``redis://host/0?password=secret`` -> ``redis://host/0?password=***``).
     """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return redact_text(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if port is not None:
-        netloc += f":{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return _redact_url_text(url)
 
 
 def redact_text(text: str) -> str:
-    """Mask the password of every URL that appears inside ``text``."""
+    """Mask the secrets of every URL that appears inside ``text``."""
     if "://" not in text:
         return text
-    return _CREDENTIALS_IN_TEXT.sub(r"\g<head>:***@", text)
+    return _URL_IN_TEXT.sub(lambda match: _redact_url_text(match.group(0)), text)
+
+
+def is_secret_parameter(name: str) -> bool:
+    """Whether a query parameter named ``name`` carries a secret (``password``, ``token``...)."""
+    plain = unquote_plus(name).lower()
+    return any(word in plain for word in SECRET_PARAMETER_WORDS)
+
+
+def _redact_url_text(url: str) -> str:
+    masked = _USERINFO.sub(rf"\g<head>:{MASK}@", url)
+    if "=" not in masked:
+        return masked
+    return _QUERY_PARAMETER.sub(_mask_parameter, masked)
+
+
+def _mask_parameter(match: re.Match[str]) -> str:
+    if match.group("lead") != "?" and "?" not in match.string[: match.start()]:
+        return match.group(0)  # a ";" or "&" before any "?" is not a query parameter
+    if not is_secret_parameter(match.group("name")):
+        return match.group(0)
+    return f"{match.group('lead')}{match.group('name')}={MASK}"
 
 
 def redact_event(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """A structlog processor: mask URL passwords in every string value, tracebacks included."""
+    """A structlog processor: mask URL secrets in every string value, tracebacks included."""
     for key, value in event_dict.items():
         if isinstance(value, str):
             event_dict[key] = redact_text(value)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -21,6 +22,30 @@ AMQP_URL = os.environ.get("CONSUMER_HOST_TEST_AMQP_URL", "amqp://guest:guest@127
 REDIS_URL = os.environ.get("CONSUMER_HOST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 STREAMS_URL = REDIS_URL.replace("redis://", "redis+streams://", 1)
 REQUIRE = os.environ.get("CONSUMER_HOST_REQUIRE_BROKERS") == "1"
+REDIS_HOST = urlsplit(REDIS_URL).hostname or "127.0.0.1"
+REDIS_PORT = urlsplit(REDIS_URL).port or 6379
+
+
+def redis_url(
+    *,
+    db: int | None = None,
+    scheme: str = "redis",
+    user: str | None = None,
+    password: str | None = None,
+    port: int | None = None,
+) -> str:
+    """REDIS_URL's server with another db, scheme, user or port (a second db, a canary user, a
+    proxy in front of it), so every test honours CONSUMER_HOST_TEST_REDIS_URL."""
+    parts = urlsplit(REDIS_URL)
+    if user is not None or password is not None:
+        credentials = f"{user or ''}:{password or ''}@"
+    elif parts.password is not None:
+        credentials = f"{parts.username or ''}:{parts.password}@"
+    else:
+        credentials = ""
+    path = f"/{db}" if db is not None else (parts.path or "/0")
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{scheme}://{credentials}{REDIS_HOST}:{port or REDIS_PORT}{path}{query}"
 
 
 def reachable(host: str, port: int) -> bool:
@@ -33,9 +58,11 @@ def reachable(host: str, port: int) -> bool:
 
 def require(kind: str) -> None:
     """Skip (or, with CONSUMER_HOST_REQUIRE_BROKERS=1, fail) when the broker does not answer."""
-    port = 5672 if kind == "amqp" else 6379  # Redis lists and Redis Streams share a server
-    if not reachable("127.0.0.1", port):
-        message = f"no {kind} broker on 127.0.0.1:{port} (see shared/SERVICES.md)"
+    # Redis lists and Redis Streams share a server
+    target = urlsplit(AMQP_URL if kind == "amqp" else REDIS_URL)
+    host, port = target.hostname or "127.0.0.1", target.port or (5672 if kind == "amqp" else 6379)
+    if not reachable(host, port):
+        message = f"no {kind} broker on {host}:{port} (see shared/SERVICES.md)"
         if REQUIRE:
             pytest.fail(message + " and CONSUMER_HOST_REQUIRE_BROKERS=1")
         pytest.skip(message)

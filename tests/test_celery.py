@@ -11,10 +11,10 @@ from celery import Celery
 from consumer_host import Host
 from consumer_host.broker import BrokerChoice
 
-from .brokers import AMQP_URL, REDIS_URL, broker_tool, unique_queue
+from .brokers import AMQP_URL, REDIS_URL, broker_tool, redis_url, unique_queue
 from .helpers import wait_until
 
-RESULTS_URL = "redis://127.0.0.1:6379/14"
+RESULTS_URL = redis_url(db=14)
 
 
 @pytest.fixture(params=["amqp", "redis"])

@@ -16,7 +16,7 @@ from consumer_host.broker import BrokerChoice
 from consumer_host.events import BreakerChanged, ConsumerConnected
 from consumer_host.logs import configure_logging
 
-from .brokers import BrokerTool, unique_queue
+from .brokers import REDIS_URL, BrokerTool, redis_url, unique_queue
 from .helpers import EventLog, wait_until
 
 
@@ -29,7 +29,7 @@ def drop_connections(kind: str) -> None:
             timeout=60,
         )
     else:
-        redis.Redis().client_kill_filter(_type="normal", skipme=True)
+        redis.Redis.from_url(REDIS_URL).client_kill_filter(_type="normal", skipme=True)
 
 
 def test_dropped_connections_are_recovered_through_the_breaker_and_nothing_is_lost(real_broker):
@@ -99,7 +99,7 @@ def canary_url(real_broker):
             ["rabbitmqctl", "-q", "delete_user", user], capture_output=True, timeout=60, check=False
         )
     else:
-        client = redis.Redis()
+        client = redis.Redis.from_url(REDIS_URL)
         client.acl_setuser(
             user,
             enabled=True,
@@ -109,7 +109,7 @@ def canary_url(real_broker):
             commands=["+@all"],
         )
         scheme = "redis+streams" if real_broker.kind == "streams" else "redis"
-        yield f"{scheme}://{user}:{password}@127.0.0.1:6379/0", password
+        yield redis_url(scheme=scheme, user=user, password=password), password
         client.acl_deluser(user)
 
 

@@ -45,7 +45,8 @@ def broker_option(fn: F) -> F:
 
 
 def app_argument(fn: F) -> F:
-    return click.argument("app", envvar="CONSUMER_HOST_APP", metavar="APP")(fn)
+    # Not required by click: a missing APP gets our own line, which names the variable too.
+    return click.argument("app", envvar="CONSUMER_HOST_APP", metavar="APP", required=False)(fn)
 
 
 def url_option(fn: F) -> F:
@@ -71,10 +72,19 @@ def get_json(base: str, path: str) -> tuple[int, dict[str, Any]]:
             return exc.code, {}
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise BrokerFail(f"cannot reach {target}: {reason}") from None
+        raise BrokerFail(
+            f"cannot reach {target}: {reason}; is a host running with --health-port (or "
+            "CONSUMER_HOST_HEALTH_PORT)? Point at it with --url http://HOST:PORT, or set "
+            "CONSUMER_HOST_HEALTH_PORT to its port"
+        ) from None
 
 
-def load(app: str) -> Host:
+def load(app: str | None) -> Host:
+    if not app:
+        raise Fail(
+            "APP is missing: give it as an argument or set CONSUMER_HOST_APP "
+            "(package.module:host or path/to/app.py)"
+        )
     try:
         return load_app(app)
     except ConfigError as exc:
@@ -85,7 +95,9 @@ def load(app: str) -> Host:
         raise Fail(redact_text(str(exc))) from None
 
 
-def prepare(app: str, broker: str | None, *, only: list[str], pools: tuple[str, ...]) -> Host:
+def prepare(
+    app: str | None, broker: str | None, *, only: list[str], pools: tuple[str, ...]
+) -> Host:
     host = load(app)
     try:
         apply_overrides(host, only=only, pools=parse_pool_overrides(pools))

@@ -26,7 +26,7 @@ from .common import (
 @click.command("list")
 @app_argument
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_(app: str, as_json: bool) -> None:
+def list_(app: str | None, as_json: bool) -> None:
     """Show APP's workers, expanded into their instances."""
     host = load(app)
     rows = [
@@ -53,7 +53,7 @@ def list_(app: str, as_json: bool) -> None:
 @click.command()
 @app_argument
 @broker_option
-def check(app: str, broker: str | None) -> None:
+def check(app: str | None, broker: str | None) -> None:
     """Connect, declare every queue and dead-letter queue, print their depths; exit 0 or 1."""
     host = prepare(app, broker, only=[], pools=())
     choice = host.broker_choice

@@ -73,7 +73,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     help="Address the health server listens on.",
 )
 def run(
-    app: str,
+    app: str | None,
     broker: str | None,
     drain_timeout: float,
     only: tuple[str, ...],

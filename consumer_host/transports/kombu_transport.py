@@ -24,7 +24,7 @@ from kombu.entity import Exchange, Queue
 from kombu.exceptions import OperationalError
 from kombu.messaging import Consumer, Producer
 
-from consumer_host.broker import EMBEDDED_BROKER_DIR, scheme_of
+from consumer_host.broker import embedded_broker_folder, scheme_of
 from consumer_host.errors import BrokerError, BrokerRefused, BrokerUnavailable
 from consumer_host.message import COPIED_PROPERTIES, RETRY_AT_HEADER, Delivery
 from consumer_host.redaction import redact_text, redact_url
@@ -57,7 +57,7 @@ def connection_options(url: str, *, heartbeat: float, connect_timeout: float) ->
                 "server_hostname": urlsplit(url).hostname,
             }
     elif scheme == "filesystem":
-        folder = os.path.abspath(EMBEDDED_BROKER_DIR)
+        folder = embedded_broker_folder(url)
         for sub in ("queue", "control", "processed"):
             os.makedirs(os.path.join(folder, sub), exist_ok=True)
         options["transport_options"] = {

@@ -6,7 +6,7 @@ import uuid
 import pytest
 import redis
 
-from tests.brokers import require
+from tests.brokers import REDIS_URL, require
 
 from .harness import ChaosBroker, HostProcess, Ledger
 
@@ -34,7 +34,7 @@ def canary_users():
                 check=True,
             )
             made.append("amqp")
-        redis.Redis().acl_setuser(
+        redis.Redis.from_url(REDIS_URL).acl_setuser(
             user,
             enabled=True,
             passwords=[f"+{password}"],
@@ -51,7 +51,7 @@ def canary_users():
             ["rabbitmqctl", "-q", "delete_user", user], capture_output=True, timeout=60, check=False
         )
     if "redis" in made:
-        redis.Redis().acl_deluser(user)
+        redis.Redis.from_url(REDIS_URL).acl_deluser(user)
 
 
 @pytest.fixture(params=["amqp", "redis"])

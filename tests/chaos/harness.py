@@ -17,11 +17,11 @@ import redis
 from kombu import Connection, Exchange, Producer, Queue
 
 from consumer_host.transports.redis_streams import entry_fields
-from tests.brokers import rabbit_unacked
+from tests.brokers import REDIS_PORT, rabbit_unacked, redis_url
 from tests.helpers import COMMAND, wait_until
 
 APP = str(Path(__file__).parent / "app.py")
-LEDGER_URL = "redis://127.0.0.1:6379/15"
+LEDGER_URL = redis_url(db=15)
 RESULTS = Path(os.environ.get("CHAOS_RESULTS", Path(__file__).parents[2] / ".chaos-results.jsonl"))
 
 
@@ -38,7 +38,7 @@ class ChaosBroker:
         self.kind = kind
         self.user = user
         self.password = password
-        self.port = 5672 if kind == "amqp" else 6379
+        self.port = 5672 if kind == "amqp" else REDIS_PORT
         self.streams = kind == "streams"
         self.queue = f"chaos-{uuid.uuid4().hex[:8]}"
 
@@ -47,10 +47,10 @@ class ChaosBroker:
         if self.kind == "amqp":
             return f"amqp://{self.user}:{self.password}@127.0.0.1:{port}//"
         scheme = "redis+streams" if self.streams else "redis"
-        return f"{scheme}://{self.user}:{self.password}@127.0.0.1:{port}/0"
+        return redis_url(scheme=scheme, user=self.user, password=self.password, port=port, db=0)
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(f"redis://{self.user}:{self.password}@127.0.0.1:6379/0")
+        return redis.Redis.from_url(redis_url(user=self.user, password=self.password, db=0))
 
     # -- messages ----------------------------------------------------------------------------------
 
