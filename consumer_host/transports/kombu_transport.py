@@ -232,7 +232,7 @@ class KombuTransport:
         count = headers.get("x-delivery-count")
         self._buffer.append(
             Delivery(
-                body=body if type(body) is bytes else bytes(body),
+                body=body if type(body) is bytes else _as_bytes(body, None),  # b'' comes as ''
                 content_type=props.get("content_type") or None,
                 content_encoding=props.get("content_encoding") or None,
                 headers=headers,
