@@ -21,14 +21,13 @@ from typing import Any
 import amqp
 import amqp.exceptions
 from kombu.connection import Connection
-from kombu.exceptions import OperationalError
 
 from consumer_host.dead_letters import DeadLetterMoveStopped, Selection, replay_headers
 from consumer_host.errors import BrokerError
 from consumer_host.redaction import redact_text
 
 from .base import Place
-from .kombu_transport import _classify, connection_options
+from .kombu_connection import classify, connection_options, translate
 
 #: Properties a replayed copy does not take over: the headers are rewritten, and an expiration
 #: would let the broker drop the copy before the consumer sees it.
@@ -157,13 +156,13 @@ class KombuDeadLetters:
         """Map kombu, amqp and socket errors to ours, without secrets (this library's seam)."""
         try:
             yield
-        except BrokerError:
-            raise
-        except OperationalError as exc:
-            where = Place(action, self.url, self.dead_letter)
-            raise _classify(exc.__cause__ or exc, where) from exc
-        except (amqp.exceptions.AMQPError, OSError) as exc:
-            raise _classify(exc, Place(action, self.url, self.dead_letter)) from exc
+        except Exception as exc:
+            error = translate(exc, Place(action, self.url, self.dead_letter), self._conn)
+            if error is None and isinstance(exc, amqp.exceptions.AMQPError):
+                error = classify(exc, Place(action, self.url, self.dead_letter))
+            if error is None:
+                raise
+            raise error from exc
 
 
 def _headers_of(message: amqp.Message) -> dict[str, Any]:

@@ -3,73 +3,46 @@
 On RabbitMQ a retried message waits in a per-delay queue ``<queue>.retry.<ms>`` whose TTL
 dead-letters it back to ``<queue>`` through the default exchange; kombu's virtual transports have
 no TTLs, so there the copy goes straight back with an ``x-retry-at`` header and the consumer
-holds it until then. Copies are published on a second channel with publisher confirms before the
-original is acked.
+holds it until then. Copies go out on a second channel, confirmed and mandatory-routed
+(:mod:`.kombu_producer`), before the original is acked.
+
+On RabbitMQ deliveries are read straight from py-amqp (no kombu ``Message``, whose constructor
+raises on an unknown ``compression`` header), through a frame reader that survives properties
+py-amqp cannot parse (:mod:`.amqp_frames`); acks may come in any order (:mod:`.amqp_acks`) and
+reach the broker within ``max_ack_delay`` even while the owner thread sits in a handler: the
+heartbeat keeper thread sends due acks under the same I/O lock.
+
+``Delivery.delivery_count`` comes from a quorum queue's ``x-delivery-count`` header (+1), which
+RabbitMQ sets from the second delivery on; classic queues keep no count, so it stays ``None``
+there (and on a quorum queue's first delivery).
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import ssl
 import threading
-import time
+import uuid
+from collections import deque
 from contextlib import suppress
 from typing import Any
-from urllib.parse import urlsplit
 
-import amqp.exceptions
+from kombu.compression import decompress
 from kombu.connection import Connection
-from kombu.entity import Exchange, Queue
-from kombu.exceptions import OperationalError
-from kombu.messaging import Consumer, Producer
 
-from consumer_host.broker import embedded_broker_folder, scheme_of
-from consumer_host.errors import BrokerError, BrokerRefused, BrokerUnavailable
+from consumer_host.broker import scheme_of
+from consumer_host.clock import SYSTEM_CLOCK, Clock
+from consumer_host.errors import BrokerUnavailable, CopyRefused
 from consumer_host.message import COPIED_PROPERTIES, RETRY_AT_HEADER, Delivery
-from consumer_host.redaction import redact_text, redact_url
+from consumer_host.redaction import redact_url
 
+from . import amqp_frames
+from .amqp_acks import AckLedger
 from .base import Place, QueueSpec
+from .kombu_connection import AMQP_SCHEMES, connection_options, translate
+from .kombu_producer import RoutedChannel, declare_queue, deliver, encodable_headers
 
-AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
+__all__ = ["AMQP_SCHEMES", "KombuTransport", "connection_options"]
+
 _CLOSE_TIMEOUT = 2.0
-_PERMANENT = (
-    amqp.exceptions.AccessRefused,
-    amqp.exceptions.NotAllowed,
-    amqp.exceptions.PreconditionFailed,
-    amqp.exceptions.NotFound,
-    ssl.SSLCertVerificationError,
-)
-
-
-def connection_options(url: str, *, heartbeat: float, connect_timeout: float) -> dict[str, Any]:
-    """kombu ``Connection`` keyword arguments for ``url``, TLS verified by default."""
-    scheme = scheme_of(url)
-    options: dict[str, Any] = {"connect_timeout": connect_timeout}
-    if scheme in AMQP_SCHEMES:
-        options["heartbeat"] = heartbeat
-        options["transport_options"] = {"confirm_publish": True}
-        if scheme == "amqps":
-            # py-amqp's plain ``cert_reqs`` path builds a context with no CA certificates and no
-            # hostname check; ask it for ssl.create_default_context() with both instead.
-            options["ssl"] = {
-                "context": {"check_hostname": True},
-                "server_hostname": urlsplit(url).hostname,
-            }
-    elif scheme == "filesystem":
-        folder = embedded_broker_folder(url)
-        for sub in ("queue", "control", "processed"):
-            os.makedirs(os.path.join(folder, sub), exist_ok=True)
-        options["transport_options"] = {
-            "data_folder_in": os.path.join(folder, "queue"),
-            "data_folder_out": os.path.join(folder, "queue"),
-            "control_folder": os.path.join(folder, "control"),
-            "processed_folder": os.path.join(folder, "processed"),
-            "polling_interval": 0.1,
-        }
-    else:
-        options["transport_options"] = {"polling_interval": 0.05}
-    return options
 
 
 class KombuTransport:
@@ -84,37 +57,37 @@ class KombuTransport:
         connect_timeout: float = 5.0,
         ack_coalescing: bool = True,
         max_ack_delay: float = 0.05,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.url = url
         self.spec = spec
         self.is_amqp = scheme_of(url) in AMQP_SCHEMES
         self.delays_retries = self.is_amqp
+        self._clock = clock
         self._heartbeat = heartbeat if self.is_amqp else 0.0
         self._options = connection_options(
             url, heartbeat=heartbeat, connect_timeout=connect_timeout
         )
         self._conn: Connection | None = None
         self._channel: Any = None
-        self._producer: Producer | None = None
-        self._consumer: Consumer | None = None
-        self._buffer: list[Delivery] = []
+        self._routed: RoutedChannel | None = None
+        self._consumer_tag: str | None = None
+        self._slow_start = False
+        self._buffer: deque[Delivery] = deque()
         self._declared_retry_queues: set[str] = set()
-        self._queue = self._main_queue()
         self._last_heartbeat_check = 0.0
         # Held for every use of the connection; free while a handler runs, so the keeper can
-        # send heartbeats on an otherwise idle connection without interleaving frames.
+        # send heartbeats and due acks without interleaving frames with the owner thread.
         self._io = threading.Lock()
         self._keeper_stop = threading.Event()
+        self._keeper_nudge = threading.Event()
+        self._keeper_idle = False
         self._keeper: threading.Thread | None = None
-        # Ack coalescing (AMQP): one basic.ack(multiple=True) for a run of handled deliveries.
-        # Deliveries are settled strictly in order on this one thread, so "everything up to
-        # this tag" is exactly what was handled; a crash can only add redeliveries.
+        # kombu's virtual transports ignore basic.ack's ``multiple``: ack those one by one.
         self._coalesce = ack_coalescing and self.is_amqp
         self._max_ack_delay = max_ack_delay
         self._ack_batch = max(1, spec.prefetch // 2)
-        self._unacked_tag: int | None = None
-        self._unacked_count = 0
-        self._unacked_since = 0.0
+        self._ledger = AckLedger()
         self._guard = _Guard(self)
 
     # -- connection -----------------------------------------------------------------------------
@@ -126,13 +99,15 @@ class KombuTransport:
         with self._translated("connect to"):
             # No retries here: the consumer backs off through the shared broker circuit.
             conn.ensure_connection(max_retries=0)
+            if self.is_amqp:
+                amqp_frames.install(conn.connection)
             self._channel = conn.channel()
             if self.is_amqp:
                 # py-amqp would turn bodies into text using their declared encoding; the
                 # consumer decodes (and judges) the exact bytes that were sent instead.
                 self._channel.auto_decode = False
-            self._producer = Producer(conn.channel())
-            self._declare()
+            self._routed = RoutedChannel(conn.channel(), amqp_broker=self.is_amqp)
+            self._declare(conn)
         if self._heartbeat:
             self._keeper_stop = threading.Event()
             self._keeper = threading.Thread(
@@ -140,90 +115,148 @@ class KombuTransport:
             )
             self._keeper.start()
 
-    def _main_queue(self) -> Queue:
+    def _declare(self, conn: Connection) -> None:
         spec = self.spec
+        # Without arguments, an existing queue of any type is used as it is.
+        declare_queue(
+            conn, spec.queue, arguments=spec.queue_arguments, strict=bool(spec.queue_arguments)
+        )
         if spec.exchange:
-            exchange = Exchange(spec.exchange, type="direct", durable=True)
-            return Queue(
-                spec.queue, exchange, routing_key=spec.routing_key or spec.queue, durable=True
+            self._channel.exchange_declare(exchange=spec.exchange, type="direct", durable=True)
+            self._channel.queue_bind(
+                queue=spec.queue,
+                exchange=spec.exchange,
+                routing_key=spec.routing_key or spec.queue,
             )
-        return Queue(spec.queue, Exchange(""), routing_key=spec.queue, durable=True)
-
-    def _declare(self) -> None:
-        self._queue.bind(self._channel).declare()
-        Queue(
-            self.spec.dead_letter, Exchange(""), routing_key=self.spec.dead_letter, durable=True
-        ).bind(self._channel).declare()
+        declare_queue(conn, spec.dead_letter)
         self._declared_retry_queues.clear()
 
     def start_consuming(self) -> None:
         with self._translated("consume from"):
-            self._consumer = Consumer(
-                self._channel,
-                queues=[self._queue],
-                on_message=self._on_message,
-                accept=["json"],  # never used to decode (we do), but keeps pickle out regardless
-                prefetch_count=self.spec.prefetch,
-                no_ack=False,
-            )
-            self._consumer.consume()
+            # Slow start: one message at a time until the first is settled (see _open_up).
+            self._channel.basic_qos(0, 1, False)
+            self._slow_start = True
+            self._consumer_tag = self._subscribe()
+
+    def _subscribe(self) -> str:
+        tag = f"consumer-host-{uuid.uuid4().hex}"
+        callback = self._on_amqp_message if self.is_amqp else self._on_kombu_message
+        self._channel.basic_consume(
+            queue=self.spec.queue, no_ack=False, callback=callback, consumer_tag=tag
+        )
+        return tag
+
+    def _open_up(self) -> None:
+        """After the first settlement: let up to ``prefetch`` messages in.
+
+        RabbitMQ applies a per-consumer ``basic.qos`` only to consumers that start after it, so
+        a new subscription replaces the slow-start one (subscribed before the old one is
+        cancelled: no gap). kombu's virtual channels apply a new qos at once.
+        """
+        self._slow_start = False
+        self._channel.basic_qos(0, self.spec.prefetch, False)
+        if not self.is_amqp:
+            return
+        old, self._consumer_tag = self._consumer_tag, self._subscribe()
+        if old is not None:
+            self._channel.basic_cancel(old)
 
     def stop_consuming(self) -> None:
-        if self._consumer is not None:
+        if self._consumer_tag is not None and self._channel is not None:
             with self._translated("cancel the consumer of"):
                 self._flush_acks()
-                self._consumer.cancel()
-            self._consumer = None
+                self._channel.basic_cancel(self._consumer_tag)
+            self._consumer_tag = None
 
     def close(self) -> None:
-        """Close politely, but never wait more than a couple of seconds for the broker."""
-        channel = self._channel
-        conn = self._forget()
+        """Send pending acks and close, but never wait more than a couple of seconds."""
+        conn = self._conn
         if conn is None:
             return
+        self._stop_keeper()
         with self._io, suppress(Exception):  # a failing close still leaves us disconnected
             sock = getattr(getattr(conn.connection, "transport", None), "sock", None)
             if sock is not None:
                 sock.settimeout(_CLOSE_TIMEOUT)
-            if channel is not None and self._unacked_tag is not None:
-                channel.basic_ack(self._unacked_tag, multiple=True)
+            self._flush_acks()
             conn.release()
+        self._forget()
         with suppress(Exception):
             conn.collect()
 
     def discard(self) -> None:
         """Drop a connection that failed, without a word to the broker: a black-holed
         connection would never answer a polite close."""
-        conn = self._forget()
-        if conn is not None:
-            with self._io, suppress(Exception):
-                conn.collect()
+        conn = self._conn
+        if conn is None:
+            return
+        self._stop_keeper()
+        self._forget()
+        with self._io, suppress(Exception):
+            conn.collect()
 
-    def _forget(self) -> Connection | None:
+    def _stop_keeper(self) -> None:
         self._keeper_stop.set()
-        conn, self._conn = self._conn, None
-        self._consumer = None
-        self._producer = None
-        self._channel = None
-        self._buffer = []
-        self._unacked_tag = None
-        self._unacked_count = 0
-        return conn
+        self._keeper_nudge.set()
+
+    def _forget(self) -> None:
+        with self._io:
+            self._conn = None
+            self._consumer_tag = None
+            self._routed = None
+            self._channel = None
+            self._buffer = deque()
+            self._ledger.clear()
 
     # -- consuming --------------------------------------------------------------------------------
 
-    def _on_message(self, message: Any) -> None:
-        props = message.properties
+    def _on_amqp_message(self, msg: Any) -> None:
+        """A py-amqp message, straight off the frame reader (which marks unparseable ones)."""
+        props = msg.properties
+        info = msg.delivery_info
+        tag = info["delivery_tag"]
+        if self._coalesce:
+            self._ledger.delivered(tag)
+        headers = props.get("application_headers")
+        if not isinstance(headers, dict):
+            headers = {}
+        defect = props.pop(amqp_frames.DEFECT_PROPERTY, None)
+        body = msg.body
+        if "compression" in headers and defect is None:
+            # kombu producers compress on request; kombu consumers decompress transparently.
+            try:
+                body = decompress(body, headers["compression"])
+                headers = {k: v for k, v in headers.items() if k != "compression"}
+            except Exception as exc:  # noqa: BLE001 - an unknown or lying compression header
+                defect = f"undecompressable: {type(exc).__name__}: {str(exc)[:200]}"
+        count = headers.get("x-delivery-count")
+        self._buffer.append(
+            Delivery(
+                body=body if type(body) is bytes else _as_bytes(body, None),  # b'' comes as ''
+                content_type=props.get("content_type") or None,
+                content_encoding=props.get("content_encoding") or None,
+                headers=headers,
+                properties=props,
+                delivery_info=info,
+                redelivered=bool(info.get("redelivered")),
+                delivery_count=count + 1 if type(count) is int else None,
+                defect=defect,
+                handle=tag,
+            )
+        )
+
+    def _on_kombu_message(self, message: Any) -> None:
+        """A kombu message from a virtual transport (memory, filesystem)."""
         self._buffer.append(
             Delivery(
                 body=_as_bytes(message.body, message.content_encoding),
                 content_type=message.content_type or None,
                 content_encoding=message.content_encoding or None,
                 headers=message.headers if isinstance(message.headers, dict) else {},
-                properties=props,
+                properties=message.properties,
                 delivery_info=message.delivery_info,
                 redelivered=bool(message.delivery_info.get("redelivered")),
-                handle=message,
+                handle=message.delivery_tag,
             )
         )
 
@@ -231,65 +264,104 @@ class KombuTransport:
         conn = self._conn
         if conn is None:
             raise BrokerUnavailable(f"not connected to {redact_url(self.url)}")
+        buffer = self._buffer
         with self._translated("read from"):
-            if self._unacked_tag is not None:
-                due = self._unacked_since + self._max_ack_delay - time.monotonic()
+            since = self._ledger.first_finished_at
+            if since is not None:
+                due = since + self._max_ack_delay - self._clock.now()
                 if due <= 0:
                     self._flush_acks()
                 else:
                     timeout = min(timeout, due)
-            with suppress(TimeoutError):
-                conn.drain_events(timeout=timeout)
+            if len(buffer) < limit:
+                with suppress(TimeoutError):
+                    conn.drain_events(timeout=0 if buffer else timeout)
             self._heartbeat_check(conn)
-        deliveries, self._buffer = self._buffer, []
-        return deliveries
+        if len(buffer) <= limit:
+            self._buffer = deque()
+            return list(buffer)
+        return [buffer.popleft() for _ in range(limit)]
 
     def _heartbeat_check(self, conn: Connection) -> None:
         if not self._heartbeat:
             return
-        now = time.monotonic()
+        now = self._clock.now()
         # Often enough that a dead link is noticed within two heartbeats plus a fraction.
         if now - self._last_heartbeat_check >= min(1.0, self._heartbeat / 8):
             self._last_heartbeat_check = now
             conn.heartbeat_check()
 
     def _keep_alive(self) -> None:
-        """While a long handler runs, tell the broker we are alive (frames sent only, no reads)."""
-        interval = max(0.5, self._heartbeat / 3)
-        while not self._keeper_stop.wait(interval):
+        """While the owner thread is in a handler: send heartbeats (frames only, no reads), and
+        acks once they are ``max_ack_delay`` old."""
+        beat = max(0.5, self._heartbeat / 3)
+        clock, ledger, stop = self._clock, self._ledger, self._keeper_stop
+        next_beat = clock.now() + beat
+        while not stop.is_set():
+            # Idle first, then look: an ack recorded in between nudges us (see _ack).
+            self._keeper_idle = True
+            since = ledger.first_finished_at
+            wake = next_beat if since is None else min(next_beat, since + self._max_ack_delay)
+            if since is not None:
+                self._keeper_idle = False
+            clock.wait(self._keeper_nudge, wake - clock.now())
+            self._keeper_nudge.clear()
+            now = clock.now()
+            since = ledger.first_finished_at
+            acks_due = since is not None and now >= since + self._max_ack_delay
+            beat_due = now >= next_beat
+            if stop.is_set() or not (acks_due or beat_due):
+                continue
             if not self._io.acquire(blocking=False):
-                continue  # the consumer thread is using the connection, and so sends heartbeats
+                # The owner thread is using the connection: it sends both itself. Look again
+                # soon in case it is publishing a copy rather than fetching.
+                next_beat = now + beat if beat_due else next_beat
+                clock.wait(stop, self._max_ack_delay / 5)
+                continue
             try:
                 conn = self._conn
                 if conn is not None and conn.connection is not None:
-                    conn.connection.send_heartbeat()
-            except Exception:  # noqa: BLE001, S110 - the consumer thread will see the failure
+                    if acks_due:
+                        self._flush_acks()
+                    if beat_due:
+                        conn.connection.send_heartbeat()
+            except Exception:  # noqa: BLE001, S110 - the owner thread will see the failure
                 pass
             finally:
                 self._io.release()
+            if beat_due:
+                next_beat = now + beat
 
     # -- settling ---------------------------------------------------------------------------------
 
     def ack(self, delivery: Delivery) -> None:
         with self._translated("ack on"):
             self._ack(delivery)
+            if self._slow_start:
+                self._open_up()
 
     def _ack(self, delivery: Delivery) -> None:
         if not self._coalesce:
-            delivery.handle.ack()
+            self._channel.basic_ack(delivery.handle)
             return
-        if self._unacked_tag is None:
-            self._unacked_since = time.monotonic()
-        self._unacked_tag = delivery.handle.delivery_tag
-        self._unacked_count += 1
-        if self._unacked_count >= self._ack_batch:
+        ledger = self._ledger
+        ledger.finish(delivery.handle, self._clock.now())
+        if len(ledger) >= self._ack_batch:
             self._flush_acks()
+        elif self._keeper_idle:
+            self._keeper_idle = False
+            self._keeper_nudge.set()
 
     def _flush_acks(self) -> None:
-        if self._unacked_tag is not None and self._channel is not None:
-            self._channel.basic_ack(self._unacked_tag, multiple=True)
-        self._unacked_tag = None
-        self._unacked_count = 0
+        """Send what the ledger says is safe to ack now (caller holds the I/O lock)."""
+        if not len(self._ledger) or self._channel is None:
+            return
+        up_to, singles = self._ledger.take()
+        channel = self._channel
+        if up_to is not None:
+            channel.basic_ack(up_to, multiple=True)
+        for tag in singles:
+            channel.basic_ack(tag)
 
     def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
         with self._translated("retry on"):
@@ -297,67 +369,93 @@ class KombuTransport:
                 target = self._retry_queue(delay)
             else:
                 target = self.spec.queue
-                headers = {**headers, RETRY_AT_HEADER: time.time() + delay}
-            self._publish_copy(delivery, target, headers)
+                headers = {**headers, RETRY_AT_HEADER: self._clock.wall() + delay}
+            self._copy(delivery, target, headers)
             self._ack(delivery)
+            if self._slow_start:
+                self._open_up()
 
     def dead_letter(self, delivery: Delivery, headers: dict[str, Any]) -> None:
         with self._translated("dead-letter on"):
-            self._publish_copy(delivery, self.spec.dead_letter, headers)
+            self._copy(delivery, self.spec.dead_letter, headers)
             self._ack(delivery)
+            if self._slow_start:
+                self._open_up()
 
     def requeue(self, deliveries: list[Delivery]) -> None:
+        """Give unstarted deliveries back. Not a settlement for slow start: nothing was done."""
         with self._translated("requeue on"):
-            self._flush_acks()
             for delivery in deliveries:
-                delivery.handle.reject(requeue=True)
+                self._give_back(delivery)
+
+    def _give_back(self, delivery: Delivery) -> None:
+        self._channel.basic_reject(delivery.handle, requeue=True)
+        if self._coalesce:
+            self._ledger.settled(delivery.handle)
 
     def _retry_queue(self, delay: float) -> str:
         ttl_ms = max(1, round(delay * 1000))
         name = f"{self.spec.queue}.retry.{ttl_ms}"
         if name not in self._declared_retry_queues:
-            Queue(
-                name,
-                Exchange(""),
-                routing_key=name,
-                durable=True,
-                queue_arguments={
-                    "x-message-ttl": ttl_ms,
-                    "x-dead-letter-exchange": "",
-                    "x-dead-letter-routing-key": self.spec.queue,
-                },
-            ).bind(self._channel).declare()
+            self._declare_retry_queue(name, ttl_ms)
             self._declared_retry_queues.add(name)
         return name
 
-    def _publish_copy(self, delivery: Delivery, routing_key: str, headers: dict[str, Any]) -> None:
-        assert self._producer is not None
-        properties = {
-            k: delivery.properties[k]
-            for k in COPIED_PROPERTIES
-            if delivery.properties.get(k) is not None
+    def _declare_retry_queue(self, name: str, ttl_ms: int) -> None:
+        arguments = {
+            "x-message-ttl": ttl_ms,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.spec.queue,
         }
-        self._producer.publish(
-            delivery.body,
-            exchange="",
-            routing_key=routing_key,
-            content_type=delivery.content_type or "application/data",
-            content_encoding=delivery.content_encoding or "binary",
-            headers=headers,
-            delivery_mode=2,
-            retry=False,
-            **properties,
-        )
+        assert self._conn is not None
+        declare_queue(self._conn, name, arguments=arguments)
+
+    def _copy(self, delivery: Delivery, target: str, headers: dict[str, Any]) -> None:
+        """Publish a copy, confirmed and routed; otherwise give the original back and raise
+        :class:`CopyRefused` (the connection stays usable)."""
+        conn, routed = self._conn, self._routed
+        assert conn is not None
+        assert routed is not None
+        props = delivery.properties
+        properties = {k: props[k] for k in COPIED_PROPERTIES if props.get(k) is not None}
+        properties["content_type"] = delivery.content_type or "application/data"
+        properties["content_encoding"] = delivery.content_encoding or "binary"
+        properties["delivery_mode"] = 2
+        if target == self.spec.dead_letter:
+            redeclare = lambda: declare_queue(conn, target)  # noqa: E731
+        else:
+            ttl_ms = int(target.rsplit(".", 1)[1]) if self.is_amqp else 0
+            redeclare = lambda: self._declare_retry_queue(target, ttl_ms)  # noqa: E731
+        where = Place(f"copy to {target!r} from", self.url, self.spec.queue)
+        try:
+            deliver(
+                routed,
+                where,
+                redeclare,
+                delivery.body,
+                target,
+                encodable_headers(headers),
+                properties,
+            )
+        except CopyRefused:
+            self._give_back(delivery)
+            raise
 
     # -- inspection --------------------------------------------------------------------------------
 
     def depth(self) -> dict[str, int]:
         with self._translated("inspect"):
-            counts = {}
-            for name in (self.spec.queue, self.spec.dead_letter):
-                _, count, _ = self._channel.queue_declare(queue=name, passive=True)
-                counts[name] = count
-            return counts
+            assert self._conn is not None
+            channel = self._conn.channel()  # a missing queue closes the channel it is asked on
+            try:
+                counts = {}
+                for name in (self.spec.queue, self.spec.dead_letter):
+                    _, count, _ = channel.queue_declare(queue=name, passive=True)
+                    counts[name] = count
+                return counts
+            finally:
+                with suppress(Exception):
+                    channel.close()
 
     # -- errors ----------------------------------------------------------------------------------
 
@@ -388,13 +486,12 @@ class _Guard:
     ) -> None:
         transport = self.transport
         transport._io.release()
-        if exc is None or not isinstance(exc, Exception) or isinstance(exc, BrokerError):
+        if exc is None:
             return
         where = Place(self.action, transport.url, transport.spec.queue)
-        if isinstance(exc, OperationalError):
-            raise _classify(exc.__cause__ or exc, where) from exc
-        if isinstance(exc, (*_PERMANENT, socket.gaierror, OSError, *_errors_of(transport._conn))):
-            raise _classify(exc, where) from exc
+        error = translate(exc, where, transport._conn)
+        if error is not None:
+            raise error from exc
 
 
 def _as_bytes(body: Any, encoding: str | None) -> bytes:
@@ -405,25 +502,3 @@ def _as_bytes(body: Any, encoding: str | None) -> bytes:
         return str(body).encode(encoding or "utf-8")
     except (LookupError, UnicodeEncodeError):
         return str(body).encode("utf-8", errors="surrogateescape")
-
-
-def _classify(exc: BaseException, where: Place) -> BrokerRefused | BrokerUnavailable:
-    if isinstance(exc, _PERMANENT):
-        return BrokerRefused(f"cannot {where}: {_describe(exc)}")
-    if isinstance(exc, socket.gaierror):
-        return BrokerUnavailable(f"cannot {where}: cannot resolve host ({exc})")
-    return BrokerUnavailable(f"cannot {where}: {_describe(exc)}")
-
-
-def _errors_of(conn: Connection | None) -> tuple[type[BaseException], ...]:
-    if conn is None:
-        return ()
-    try:
-        return (*conn.connection_errors, *conn.channel_errors)
-    except Exception:  # noqa: BLE001 - a transport that failed to load has no error list
-        return ()
-
-
-def _describe(exc: BaseException) -> str:
-    text = redact_text(str(exc)) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"

@@ -1,0 +1,197 @@
+"""The kombu transport on a real RabbitMQ, through its interface: nothing is lost."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from consumer_host.errors import CopyRefused
+from consumer_host.transports.base import QueueSpec
+from consumer_host.transports.kombu_transport import KombuTransport
+
+from .brokers import unique_queue
+
+
+@pytest.fixture
+def queue(amqp_broker):
+    name = unique_queue("amqp")
+    amqp_broker.queues.add(name)
+    return name
+
+
+def transport_for(broker, queue: str, **spec) -> KombuTransport:
+    transport = KombuTransport(
+        broker.url, QueueSpec(queue=queue, dead_letter=f"{queue}.dlq", **spec), heartbeat=10
+    )
+    transport.connect()
+    transport.start_consuming()
+    return transport
+
+
+def fetch_until(transport: KombuTransport, count: int, limit: int = 10, within: float = 5.0):
+    got = []
+    deadline = time.monotonic() + within
+    while len(got) < count and time.monotonic() < deadline:
+        got += transport.fetch(0.2, limit)
+    return got
+
+
+def bodies(broker, queue: str) -> list[bytes]:
+    return sorted(body for body, _, _ in broker.drain(queue))
+
+
+def test_out_of_order_acks_never_ack_an_unfinished_tag(amqp_broker, queue):
+    amqp_broker.publish_many(queue, [0, 1, 2, 3])
+    transport = transport_for(amqp_broker, queue)
+    first = fetch_until(transport, 1)
+    transport.ack(first[0])
+    rest = fetch_until(transport, 3)
+    assert [d.body for d in rest] == [b"1", b"2", b"3"]
+    transport.ack(rest[2])
+    transport.ack(rest[1])  # finished before rest[0], which is still in its handler
+    time.sleep(0.3)  # the keeper flushes due acks
+    transport.discard()  # a crash: nothing more reaches the broker
+    assert bodies(amqp_broker, queue) == [b"1"], "only the unfinished message comes back"
+
+
+def test_a_gap_closed_later_acks_everything(amqp_broker, queue):
+    amqp_broker.publish_many(queue, [0, 1, 2, 3])
+    transport = transport_for(amqp_broker, queue)
+    transport.ack(fetch_until(transport, 1)[0])
+    rest = fetch_until(transport, 3)
+    transport.ack(rest[2])
+    transport.retry(rest[1], {"x-attempt": 2}, 60.0)  # a copy in the middle
+    transport.ack(rest[0])
+    time.sleep(0.3)
+    transport.discard()
+    assert bodies(amqp_broker, queue) == []
+
+
+def test_ack_reaches_the_broker_within_50ms_while_the_owner_is_busy(amqp_broker, queue):
+    amqp_broker.publish_many(queue, [0, 1])
+    transport = transport_for(amqp_broker, queue)
+    transport.ack(fetch_until(transport, 1)[0])
+    fetch_until(transport, 1)  # the next message is "in a long handler": no fetch for a while
+    time.sleep(0.15)
+    transport.discard()
+    assert bodies(amqp_broker, queue) == [b"1"]
+
+
+def test_slow_start_hands_out_one_message_until_the_first_is_settled(amqp_broker, queue):
+    amqp_broker.publish_many(queue, list(range(5)))
+    transport = transport_for(amqp_broker, queue)
+    before = fetch_until(transport, 5, within=1.0)
+    assert len(before) == 1
+    transport.ack(before[0])
+    time.sleep(0.2)  # the prefetch window opens: the broker pushes the other four
+    assert len(transport.fetch(1.0, 2)) == 2, "at most limit"
+    assert len(fetch_until(transport, 2, limit=2)) == 2, "the rest stayed buffered"
+    transport.close()
+
+
+def deep_table(depth: int) -> dict:
+    table: object = "leaf"
+    for _ in range(depth):
+        table = {"a": table}
+    return {"deep": table, "kept": "yes"}
+
+
+def test_unparseable_input_arrives_as_a_defect_and_consuming_goes_on(amqp_broker, queue):
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # for the test's own publisher only
+    try:
+        amqp_broker.publish_raw(queue, b'{"d":1}', "application/json", headers=deep_table(1500))
+    finally:
+        sys.setrecursionlimit(limit)
+    amqp_broker.publish_raw(
+        queue, b"\x1f\x8b", "application/json", content_encoding="x-gzip-unknown"
+    )
+    amqp_broker.publish_raw(
+        queue, b"zz", "application/json", headers={"compression": "application/x-unknown"}
+    )
+    amqp_broker.publish(queue, {"good": True})
+    transport = transport_for(amqp_broker, queue)
+    seen = []
+    for _ in range(40):
+        for delivery in transport.fetch(0.1, 10):  # raises nothing, however often it is called
+            seen.append(delivery)
+            if delivery.defect:
+                transport.dead_letter(delivery, {**delivery.headers, "x-error": delivery.defect})
+            else:
+                transport.ack(delivery)
+        if len(seen) == 4:
+            break
+    deep, encoded, compressed, good = seen
+    assert deep.defect.startswith("unparseable_properties: RecursionError")
+    assert deep.body == b'{"d":1}'
+    assert deep.headers["kept"] == "yes"
+    assert encoded.defect is None
+    assert encoded.content_encoding == "x-gzip-unknown"
+    assert encoded.body == b"\x1f\x8b", "the raw bytes, for the consumer to judge"
+    assert compressed.defect.startswith("undecompressable")
+    assert good.body == b'{"good": true}'
+    transport.close()
+    dead = amqp_broker.drain(f"{queue}.dlq")
+    assert {body for body, _, _ in dead} == {b'{"d":1}', b"zz"}
+    assert amqp_broker.depth(queue) == 0
+
+
+def test_a_deleted_dead_letter_queue_is_declared_again(amqp_broker, queue):
+    amqp_broker.publish(queue, {"n": 1})
+    transport = transport_for(amqp_broker, queue)
+    delivery = fetch_until(transport, 1)[0]
+    amqp_broker.conn.channel().queue_delete(f"{queue}.dlq")
+    transport.dead_letter(delivery, {"x-error": "boom"})
+    transport.close()
+    assert len(amqp_broker.drain(f"{queue}.dlq")) == 1
+    assert amqp_broker.depth(queue) == 0
+
+
+def test_a_full_dead_letter_queue_keeps_the_original(amqp_broker, queue):
+    channel = amqp_broker.conn.channel()
+    channel.queue_declare(
+        queue=f"{queue}.dlq",
+        durable=True,
+        auto_delete=False,
+        arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+    )
+    amqp_broker.publish(queue, {"n": 1})
+    amqp_broker.publish(queue, {"n": 2})
+    transport = transport_for(amqp_broker, queue)  # the operator's DLQ is used as it is
+    first = fetch_until(transport, 1)[0]
+    with pytest.raises(CopyRefused, match="nacked"):
+        transport.dead_letter(first, {"x-error": "boom"})
+    again = fetch_until(transport, 1)  # the channel still works; the original came back
+    assert again[0].body == b'{"n": 1}'
+    assert again[0].redelivered
+    transport.ack(again[0])
+    transport.ack(fetch_until(transport, 1)[0])
+    transport.close()
+    assert amqp_broker.depth(queue) == 0
+
+
+def test_an_existing_quorum_queue_is_consumed_with_delivery_counts(amqp_broker, queue):
+    channel = amqp_broker.conn.channel()
+    channel.queue_declare(
+        queue=queue, durable=True, auto_delete=False, arguments={"x-queue-type": "quorum"}
+    )
+    message = channel.prepare_message(b"{}", content_type="application/json")
+    channel.basic_publish(message, exchange="", routing_key=queue)  # no plain declare
+    transport = transport_for(amqp_broker, queue)  # no queue_arguments: used as it is
+    first = fetch_until(transport, 1)[0]
+    assert first.delivery_count is None
+    transport.requeue([first])
+    second = fetch_until(transport, 1)[0]
+    assert second.delivery_count == 2
+    transport.ack(second)
+    transport.close()
+
+
+def test_queue_arguments_declare_a_quorum_queue(amqp_broker, queue):
+    transport = transport_for(amqp_broker, queue, queue_arguments={"x-queue-type": "quorum"})
+    transport.close()
+    channel = amqp_broker.conn.channel()
+    with pytest.raises(Exception, match=r"PRECONDITION_FAILED|inequivalent"):
+        channel.queue_declare(queue=queue, durable=True, auto_delete=False)
