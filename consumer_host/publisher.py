@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
@@ -113,13 +112,6 @@ class Publisher:
                 f"cannot publish to {redact_url(self.url)}: {type(exc).__name__}: "
                 f"{redact_text(str(exc))}"
             ) from exc
-
-    def publish_many(self, queue: str, bodies: Iterable[Any]) -> int:
-        count = 0
-        for body in bodies:
-            self.publish(queue, body)
-            count += 1
-        return count
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing a broken connection
