@@ -399,7 +399,8 @@ class Consumer:
             reason=reason,
             dead_letter_queue=self.options.dead_letter_queue,
             error=redact_text(f"{type(error).__name__}: {error}"),
-            exc_info=None if isinstance(error, Reject) else error,
+            # The first failure's line already carried the traceback, when there was a retry.
+            exc_info=error if attempt == 1 and not isinstance(error, Reject) else None,
         )
 
     def _reject_bad_input(self, delivery: Delivery, bad: BadMessage) -> None:

@@ -4,6 +4,7 @@ leaves behind. Program behaviour is checked on the real ``consumer-host`` comman
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import structlog
 from consumer_host import BrokerRefused, Host, Permanent
 from consumer_host.broker import BrokerChoice
 from consumer_host.events import WorkerBackingOff, WorkerCrashed, WorkerTripped
+from consumer_host.logs import configure_logging
 from consumer_host.testing import FakeClock
 
 from .brokers import AMQP_URL, REDIS_URL, require, unique_queue
@@ -336,3 +338,45 @@ class TestLeftoverThreads:
             assert host.run(install_signal_handlers=False) == 0
         finally:
             leftover.set()
+
+
+class TestOneTracebackPerMessage:
+    def test_a_message_that_fails_every_attempt_logs_its_traceback_once(self, broker):
+        queue = unique_queue("lc")
+        out = io.StringIO()
+        configure_logging("console", "info", stream=out)
+        host = Host("shop")
+        host.use_broker(BrokerChoice(broker.url, "test"))
+
+        @host.consumer(
+            "orders", queue=queue, max_retries=2, retry_backoff_min=0.01, retry_backoff_max=0.04
+        )
+        def fail_in_handler(message):
+            raise ValueError("no such customer")
+
+        broker.publish(queue, {"n": 1})
+        host.start()
+        try:
+            wait_until(lambda: host.status()[0]["dead_lettered"] == 1, what="dead-lettered")
+        finally:
+            host.stop(10)
+        text = out.getvalue()
+        assert text.count("message_retrying") == 2
+        assert text.count("message_dead_lettered") == 1
+        assert text.count("Traceback (most recent call last)") == 1
+        assert "fail_in_handler" in text
+
+    def test_a_message_dead_lettered_on_its_first_failure_still_logs_it(self, broker):
+        queue = unique_queue("lc")
+        out = io.StringIO()
+        configure_logging("console", "info", stream=out)
+        host = Host("shop")
+        host.use_broker(BrokerChoice(broker.url, "test"))
+        host.consumer("orders", queue=queue, max_retries=0)(lambda message: 1 / 0)
+        broker.publish(queue, {"n": 1})
+        host.start()
+        try:
+            wait_until(lambda: host.status()[0]["dead_lettered"] == 1, what="dead-lettered")
+        finally:
+            host.stop(10)
+        assert out.getvalue().count("Traceback (most recent call last)") == 1
