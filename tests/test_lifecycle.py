@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -24,7 +22,8 @@ from consumer_host.logs import configure_logging
 from consumer_host.testing import FakeClock
 
 from .brokers import AMQP_URL, REDIS_URL, require, unique_queue
-from .helpers import COMMAND, EventLog, cli, wait_until
+from .helpers import EventLog, cli, wait_until
+from .test_cli import start, wait_for_line
 
 APPS = Path(__file__).parent / "apps"
 SECRET = "wrong-secret-xyz"  # noqa: S105 - the wrong password the tests must never see
@@ -66,29 +65,6 @@ REFUSED = {
 
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-
-
-def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [COMMAND, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        line = process.stdout.readline() if process.stdout else ""
-        if not line:
-            break
-        seen.append(line)
-        if needle in line:
-            return
-    raise AssertionError(f"{needle!r} never appeared; got:\n{''.join(seen)}")
 
 
 class Refusing:
@@ -340,43 +316,41 @@ class TestLeftoverThreads:
             leftover.set()
 
 
+def log_of_one_dead_letter(broker, handler, *, max_retries: int) -> str:
+    """Console log of a host that fails one message until it is dead-lettered."""
+    queue = unique_queue("lc")
+    out = io.StringIO()
+    configure_logging("console", "info", stream=out)
+    host = Host("shop")
+    host.use_broker(BrokerChoice(broker.url, "test"))
+    host.consumer(
+        "orders",
+        queue=queue,
+        max_retries=max_retries,
+        retry_backoff_min=0.01,
+        retry_backoff_max=0.04,
+    )(handler)
+    broker.publish(queue, {"n": 1})
+    host.start()
+    try:
+        wait_until(lambda: host.status()[0]["dead_lettered"] == 1, what="dead-lettered")
+    finally:
+        host.stop(10)
+    return out.getvalue()
+
+
 class TestOneTracebackPerMessage:
     def test_a_message_that_fails_every_attempt_logs_its_traceback_once(self, broker):
-        queue = unique_queue("lc")
-        out = io.StringIO()
-        configure_logging("console", "info", stream=out)
-        host = Host("shop")
-        host.use_broker(BrokerChoice(broker.url, "test"))
-
-        @host.consumer(
-            "orders", queue=queue, max_retries=2, retry_backoff_min=0.01, retry_backoff_max=0.04
-        )
         def fail_in_handler(message):
             raise ValueError("no such customer")
 
-        broker.publish(queue, {"n": 1})
-        host.start()
-        try:
-            wait_until(lambda: host.status()[0]["dead_lettered"] == 1, what="dead-lettered")
-        finally:
-            host.stop(10)
-        text = out.getvalue()
+        text = log_of_one_dead_letter(broker, fail_in_handler, max_retries=2)
         assert text.count("message_retrying") == 2
         assert text.count("message_dead_lettered") == 1
         assert text.count("Traceback (most recent call last)") == 1
         assert "fail_in_handler" in text
 
     def test_a_message_dead_lettered_on_its_first_failure_still_logs_it(self, broker):
-        queue = unique_queue("lc")
-        out = io.StringIO()
-        configure_logging("console", "info", stream=out)
-        host = Host("shop")
-        host.use_broker(BrokerChoice(broker.url, "test"))
-        host.consumer("orders", queue=queue, max_retries=0)(lambda message: 1 / 0)
-        broker.publish(queue, {"n": 1})
-        host.start()
-        try:
-            wait_until(lambda: host.status()[0]["dead_lettered"] == 1, what="dead-lettered")
-        finally:
-            host.stop(10)
-        assert out.getvalue().count("Traceback (most recent call last)") == 1
+        text = log_of_one_dead_letter(broker, lambda message: 1 / 0, max_retries=0)
+        assert text.count("Traceback (most recent call last)") == 1
+        assert "ZeroDivisionError" in text
