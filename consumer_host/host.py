@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -33,9 +34,9 @@ from .health import HealthServer
 from .logs import EventLogger, configure_logging
 from .metrics import HostMetrics
 from .options import ConsumerOptions
-from .redaction import redact_text
+from .probes import describe
 from .registry import Registry
-from .supervisor import Supervisor
+from .supervisor import STOP_SIGNALS, InstanceState, Supervisor
 from .watchdog import Watchdog
 
 EXIT_OK = 0
@@ -218,6 +219,16 @@ class Host(Registry):
         with self._stop_lock:
             if self._stopped.is_set():
                 return self._unstopped
+            in_flight = probes.in_flight_ids(self._supervisors)
+            _log.info(
+                "host_draining",
+                host=self.name,
+                in_flight=len(in_flight),
+                drain_timeout=timeout,
+                deadline=None
+                if timeout is None
+                else datetime.fromtimestamp(SYSTEM_CLOCK.wall() + timeout, UTC).isoformat(),
+            )
             for supervisor in self._supervisors:
                 supervisor.request_stop()
             # Joins are real waits on real threads: a fake clock must not stretch them forever.
@@ -230,8 +241,17 @@ class Host(Registry):
                 if not self._join(supervisor, deadline):
                     unstopped.append(supervisor.instance)
             self._unstopped = tuple(unstopped)
-            if unstopped and self._exit_code == EXIT_OK:
-                self._exit_code = EXIT_DRAIN_TIMEOUT
+            if unstopped:
+                late = [s for s in self._supervisors if s.instance in unstopped]
+                _log.warning(
+                    "drain_deadline_passed",
+                    host=self.name,
+                    unstopped=unstopped,
+                    abandoned=probes.in_flight_ids(late),
+                    detail="these messages were not acked: the broker redelivers them",
+                )
+                if self._exit_code == EXIT_OK:
+                    self._exit_code = EXIT_DRAIN_TIMEOUT
             if not any(s.is_alive() for s in self._supervisors):
                 self.done.set()
             self._stopped.set()
@@ -239,7 +259,14 @@ class Host(Registry):
                 self._watchdog.close()
             if self._health is not None:
                 self._health.close()
-        self.emit(HostStopped(host=self.name, exit_code=self._exit_code, unstopped=self._unstopped))
+        self.emit(
+            HostStopped(
+                host=self.name,
+                exit_code=self._exit_code,
+                unstopped=self._unstopped,
+                reason=self._stop_reason,
+            )
+        )
         return self._unstopped
 
     def _join(self, supervisor: Supervisor, deadline: float | None) -> bool:
@@ -264,10 +291,12 @@ class Host(Registry):
         return self._stop_requested.is_set()
 
     def run(self, *, install_signal_handlers: bool = True) -> int:
-        """Start, wait for SIGTERM/SIGINT or a critical failure, drain, return the exit code.
+        """Start, wait for SIGTERM/SIGINT/SIGHUP or a critical failure, drain, return the exit
+        code.
 
         A second signal during the drain ends the process at once with ``128 + signal``; the
-        broker then redelivers whatever was not acked.
+        broker then redelivers whatever was not acked. Threads the handlers started are not
+        waited for here: ``consumer-host run`` exits with the code whatever they do.
         """
         self._program_mode = True
         if not structlog.is_configured():
@@ -285,7 +314,7 @@ class Host(Registry):
             if not self._stop_requested.is_set():
                 # Every instance ended by itself (all tripped): nothing is left to supervise.
                 self._exit_code = self._exit_code or EXIT_CRITICAL
-                self._stop_reason = "no worker left running"
+                self._request_stop(self._nothing_left_reason())
             self.stop(self.drain_timeout)
             return self._exit_code
         finally:
@@ -296,7 +325,8 @@ class Host(Registry):
         if threading.current_thread() is not threading.main_thread():
             return {}
         previous: dict[int, Any] = {}
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP too: a closed terminal or a supervisor's reload must drain, not kill.
+        for signum in sorted(STOP_SIGNALS):
             previous[signum] = signal.signal(signum, self._on_signal)
         return previous
 
@@ -318,6 +348,13 @@ class Host(Registry):
             # Unacked messages go back to their queues when the broker sees the connections close.
             os._exit(128 + signum)
 
+    def _nothing_left_reason(self) -> str:
+        tripped = [s for s in self._supervisors if s.state is InstanceState.TRIPPED]
+        if not tripped:
+            return "no worker left running"
+        first = tripped[0]
+        return f"no worker left running: {first.instance} tripped ({describe(first.last_error)})"
+
     def _request_stop(self, reason: str) -> None:
         with self._state_lock:
             if self._stop_requested.is_set():
@@ -338,7 +375,7 @@ class Host(Registry):
             ).start()
 
     def _default_critical_handler(self, instance: str, error: CriticalWorkerFailed) -> None:
-        self.shutdown(str(error), EXIT_CRITICAL)
+        self.shutdown(f"critical worker {instance!r} was lost: {describe(error)}", EXIT_CRITICAL)
 
     # -- events and status --------------------------------------------------------------------
 
@@ -417,7 +454,6 @@ class Host(Registry):
         """One record per instance: name, worker, state, restarts, failures, last error, ..."""
         records = []
         for supervisor in self._supervisors:
-            error = supervisor.last_error
             record: dict[str, Any] = {
                 "name": supervisor.instance,
                 "worker": supervisor.registered,
@@ -425,9 +461,7 @@ class Host(Registry):
                 "critical": supervisor.options.critical,
                 "restarts": supervisor.restarts,
                 "failures": supervisor.failures,
-                "last_error": None
-                if error is None
-                else redact_text(f"{type(error).__name__}: {error}"),
+                "last_error": describe(supervisor.last_error),
                 "started_at": supervisor.started_at,
             }
             worker_status = getattr(supervisor.worker, "status", None)

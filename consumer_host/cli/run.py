@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import threading
+from typing import NoReturn
 
 import click
+import structlog
 
 from consumer_host.errors import ConfigError
 from consumer_host.logs import LOG_FORMATS, configure_logging
@@ -94,4 +99,22 @@ def run(
         code = host.run()
     except ConfigError as exc:
         raise Fail(str(exc)) from None
-    sys.exit(code)
+    exit_program(code)
+
+
+def exit_program(code: int) -> NoReturn:
+    """Exit with ``code`` once the host has stopped, whatever threads the handlers left.
+
+    A non-daemon thread a handler started would keep the interpreter alive after the drain
+    (until the platform's SIGKILL, with no exit code worth reading): flush what was logged and
+    leave at once instead. With no such thread, exit the ordinary way.
+    """
+    main = threading.main_thread()
+    left = [t.name for t in threading.enumerate() if not t.daemon and t is not main]
+    if not left:
+        sys.exit(code)
+    structlog.get_logger("consumer_host").warning("threads_abandoned", threads=left, exit_code=code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
