@@ -159,10 +159,10 @@ class SlowStart:
         self.unsettled.clear()
 
     def allowance(self, limit: int) -> int:
-        """How many to take now (0: wait for a settle)."""
-        if self.warm:
-            return max(1, min(limit, self.prefetch))
-        return 0 if self.unsettled else 1
+        """How many to take now (0: wait for a settle). Like AMQP's ``basic.qos``, never more
+        unsettled than the prefetch (one before the first settle)."""
+        window = self.prefetch if self.warm else 1
+        return max(0, min(limit, window - self.unsettled.total()))
 
     def handed_out(self, handle: Any) -> None:
         self.unsettled[handle] += 1

@@ -114,6 +114,8 @@ return moved
 #: KEYS: delayed set, queue; ARGV: now (wall seconds), limit.
 #: Returns the due time of the earliest retry still waiting, or false when none waits.
 LIST_PROMOTE_DUE = """
+-- A delayed key of another type holds no retries of ours (copies to it are refused).
+if redis.call('TYPE', KEYS[1]).ok ~= 'zset' then return false end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, entry in ipairs(due) do
   redis.call('RPUSH', KEYS[2], entry)
@@ -126,6 +128,8 @@ return next_due[2] or false
 #: KEYS: delayed set, stream; ARGV: now, limit. Each member names a hash holding the entry's
 #: fields (binary-safe), which goes back onto the stream as a new entry.
 STREAM_PROMOTE_DUE = """
+-- A delayed key of another type holds no retries of ours (copies to it are refused).
+if redis.call('TYPE', KEYS[1]).ok ~= 'zset' then return false end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, key in ipairs(due) do
   local fields = redis.call('HGETALL', key)

@@ -238,10 +238,13 @@ class RedisStreamsTransport:
         if self._trims.due():
             if self._acked_since_trim:
                 self._acked_since_trim = False
-                trim(client, self.spec.queue)
+                self._trim(client)
             forget_stale_consumers(
                 client, self.spec.queue, self.group, keep=self.consumer, idle=self.claim_after * 2
             )
+
+    def _trim(self, client: redis.Redis) -> None:
+        trim(client, self.spec.queue)
 
     # -- settling ---------------------------------------------------------------------------------
 
