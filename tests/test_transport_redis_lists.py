@@ -401,3 +401,57 @@ def test_recovery_moves_an_entry_cjson_cannot_read_unchanged(client, queue, tran
     (again,) = fetch_until(survivor, 1)
     assert again.body == deep
     assert again.defect == "not a kombu envelope: JSON nested too deeply"
+
+
+# -- producing ------------------------------------------------------------------------------------
+
+
+def test_the_list_producer_writes_kombus_envelope_byte_for_byte(client, queue, redis_broker):
+    from kombu import Connection, Producer
+
+    from consumer_host.transports.redis_lists import RedisListProducer
+
+    kwargs = {
+        "content_type": "application/json",
+        "content_encoding": "utf-8",
+        "headers": {"h": 1},
+        "message_id": "m-1",
+    }
+    with Connection(redis_broker.url) as conn:
+        Producer(conn.default_channel).publish(
+            b'{"n": 1}', exchange="", routing_key=queue, delivery_mode=2, retry=False, **kwargs
+        )
+    producer = RedisListProducer(redis_broker.url)
+    try:
+        producer.publish(queue, b'{"n": 1}', **kwargs)
+    finally:
+        producer.close()
+
+    ours, kombus = client.lrange(queue, 0, -1)  # LPUSH: the newest first
+    tag = json.loads(ours)["properties"]["delivery_tag"]
+    kombu_tag = json.loads(kombus)["properties"]["delivery_tag"]
+    assert ours.replace(tag.encode(), kombu_tag.encode()) == kombus
+
+
+def test_what_the_list_producer_writes_is_read_back_whole(client, queue, redis_broker, transports):
+    from consumer_host.transports.redis_lists import RedisListProducer
+
+    producer = RedisListProducer(redis_broker.url)
+    try:
+        producer.publish(
+            queue,
+            b"\x00\xff raw",
+            content_type="application/octet-stream",
+            content_encoding="binary",
+            headers={"h": [1, 2]},
+            message_id="m-2",
+        )
+    finally:
+        producer.close()
+    (delivery,) = fetch_until(transports(queue), 1)
+    assert (delivery.body, delivery.headers, delivery.message_id) == (
+        b"\x00\xff raw",
+        {"h": [1, 2]},
+        "m-2",
+    )
+    assert delivery.defect is None
