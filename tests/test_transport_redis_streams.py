@@ -257,3 +257,41 @@ def test_the_streams_producer_writes_what_the_transport_reads(client, queue, tra
     assert (delivery.body, delivery.headers, delivery.message_id) == (b'{"n": 1}', {"h": 1}, "m-1")
     assert (delivery.content_type, delivery.content_encoding) == ("application/json", "utf-8")
     assert delivery.defect is None
+
+
+# -- retries and time -----------------------------------------------------------------------------
+
+
+def test_a_retry_comes_back_when_due_by_the_transports_clock(client, queue, transports):
+    from consumer_host.testing import FakeClock
+
+    clock = FakeClock(start=1000.0)
+    add(client, queue, {"n": 1})
+    transport = transports(queue, clock=clock)
+    (delivery,) = fetch_until(transport, 1)
+
+    transport.retry(delivery, {"x-attempt": 2}, 30.0)
+    assert transport.fetch(0.05, 10) == []
+    clock.advance(29.0)
+    assert transport.fetch(0.05, 10) == []
+    clock.advance(1.5)
+    (again,) = fetch_until(transport, 1)
+    assert json.loads(again.body) == {"n": 1}
+    assert again.headers == {"x-attempt": 2}
+    assert client.keys(f"consumer-host:{queue}:retry:*") == []
+
+
+def test_requeue_gives_back_only_what_is_still_ours(client, queue, transports):
+    add(client, queue, {"n": 1}, {"n": 2})
+    transport = transports(queue)
+    transport.ack(fetch_until(transport, 1)[0])
+    client.xadd(queue, entry_fields(b'{"n": 3}', "application/json", "utf-8", {}, None))
+    held = fetch_until(transport, 2)
+    client.xclaim(queue, queue, "someone-else", 0, [held[1].handle])
+
+    transport.requeue(held)
+
+    assert pending_on(client, queue, transport.consumer) == []
+    assert pending_on(client, queue, "someone-else") == [held[1].handle]
+    (back,) = fetch_until(transport, 1)
+    assert back.body == held[0].body
