@@ -11,49 +11,22 @@ import time
 import uuid
 
 import pytest
-import redis
 
 from consumer_host.errors import CopyRefused
 from consumer_host.testing import FakeClock
-from consumer_host.transports.base import QueueSpec
 from consumer_host.transports.redis_lists import RedisListTransport
 
-from .brokers import unique_queue
+from . import redis_transports
 from .helpers import wait_until
+from .redis_transports import fetch_until, made_by
 
-
-@pytest.fixture
-def queue(redis_broker):
-    name = unique_queue("rl")
-    redis_broker.queues.add(name)  # removed after the test, with its dead letters and keys
-    return name
-
-
-@pytest.fixture
-def client(redis_broker):
-    connection = redis.Redis.from_url(redis_broker.url)
-    yield connection
-    connection.close()
+queue = redis_transports.queue
+client = redis_transports.client
 
 
 @pytest.fixture
 def transports(redis_broker):
-    """Make transports on the test's queue; every one still open is closed after the test."""
-    made: list[RedisListTransport] = []
-
-    def make(queue: str, instance: str | None = None, prefetch: int = 10, **options):
-        spec = QueueSpec(queue=queue, dead_letter=f"{queue}.dlq", prefetch=prefetch)
-        transport = RedisListTransport(
-            redis_broker.url, spec, instance=instance or f"t-{uuid.uuid4().hex[:6]}", **options
-        )
-        made.append(transport)
-        transport.connect()
-        transport.start_consuming()
-        return transport
-
-    yield make
-    for transport in made:
-        transport.close()
+    yield from made_by(RedisListTransport, redis_broker.url)
 
 
 def envelope(body: dict, *, message_id: str | None = None, headers: dict | None = None) -> str:
@@ -79,16 +52,6 @@ def envelope(body: dict, *, message_id: str | None = None, headers: dict | None 
 def push(client, queue: str, *bodies: dict) -> None:
     for body in bodies:
         client.lpush(queue, envelope(body))
-
-
-def fetch_until(transport, count: int, *, timeout: float = 10.0, limit: int = 10) -> list:
-    """Fetch until ``count`` deliveries came, settling nothing."""
-    got: list = []
-    deadline = time.monotonic() + timeout
-    while len(got) < count and time.monotonic() < deadline:
-        got += transport.fetch(0.1, limit)
-    assert len(got) >= count, f"only {len(got)} of {count} deliveries within {timeout}s"
-    return got
 
 
 def bodies(deliveries) -> list:

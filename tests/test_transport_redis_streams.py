@@ -7,50 +7,23 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
-import redis
 
 from consumer_host.errors import CopyRefused
-from consumer_host.transports.base import QueueSpec
 from consumer_host.transports.redis_streams import RedisStreamsTransport, entry_fields
 
-from .brokers import STREAMS_URL, unique_queue
+from . import redis_transports
+from .brokers import STREAMS_URL
+from .redis_transports import fetch_until, made_by
 
-
-@pytest.fixture
-def queue(redis_broker):
-    name = unique_queue("rs")
-    redis_broker.queues.add(name)  # removed after the test, with its dead letters and keys
-    return name
-
-
-@pytest.fixture
-def client(redis_broker):
-    connection = redis.Redis.from_url(redis_broker.url)
-    yield connection
-    connection.close()
+queue = redis_transports.queue
+client = redis_transports.client
 
 
 @pytest.fixture
 def transports(redis_broker):
-    """Make transports on the test's stream; every one still open is closed after the test."""
-    made: list[RedisStreamsTransport] = []
-
-    def make(queue: str, instance: str | None = None, prefetch: int = 10, **options):
-        spec = QueueSpec(queue=queue, dead_letter=f"{queue}.dlq", prefetch=prefetch)
-        transport = RedisStreamsTransport(
-            STREAMS_URL, spec, instance=instance or f"t-{uuid.uuid4().hex[:6]}", **options
-        )
-        made.append(transport)
-        transport.connect()
-        transport.start_consuming()
-        return transport
-
-    yield make
-    for transport in made:
-        transport.close()
+    yield from made_by(RedisStreamsTransport, STREAMS_URL)
 
 
 def add(client, queue: str, *bodies: dict) -> list[bytes]:
@@ -60,15 +33,6 @@ def add(client, queue: str, *bodies: dict) -> list[bytes]:
         )
         for b in bodies
     ]
-
-
-def fetch_until(transport, count: int, *, timeout: float = 10.0, limit: int = 10) -> list:
-    got: list = []
-    deadline = time.monotonic() + timeout
-    while len(got) < count and time.monotonic() < deadline:
-        got += transport.fetch(0.1, limit)
-    assert len(got) >= count, f"only {len(got)} of {count} deliveries within {timeout}s"
-    return got
 
 
 def pending_on(client, queue: str, consumer: str) -> list[bytes]:
