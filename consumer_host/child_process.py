@@ -162,8 +162,8 @@ class ChildProcess:
         self.recycles = 0
         self.killed = 0
         """Children SIGKILLed because they were still draining at the deadline."""
-        self.drain_cut_short = False
-        """The final stop's drain ran past the deadline (the parent then exits 3, not 0)."""
+        self.unclean_stop = False
+        """The final stop did not end in exit code 0 (the parent then exits 3, not 0)."""
         self.handled = 0
         self.rss_mb: float | None = None
         self._deadline = deadline
@@ -303,11 +303,13 @@ class ChildProcess:
                 self._clock.wait(self._tick, _TICK)
             if process.poll() is None:
                 self.killed += 1
-                self.drain_cut_short = deadline is None
                 _log.error("process_killed", process=self.index, pid=process.pid)
                 _signal(process, signal.SIGKILL, group=True)
         code = process.wait()
         self.port_file.unlink(missing_ok=True)
+        if deadline is None and code != 0:
+            self.unclean_stop = True
+            _log.error("process_drain_failed", process=self.index, exit_code=code)
         return code
 
 

@@ -91,9 +91,9 @@ class ProcessParent(Host):
             child.kill()
 
     @property
-    def drain_cut_short(self) -> bool:
-        """Some child was still draining at the deadline of the final stop and was killed."""
-        return any(child.drain_cut_short for child in self.children)
+    def unclean_stop(self) -> bool:
+        """Some child did not drain in time (it exited non-zero, or was killed at the deadline)."""
+        return any(child.unclean_stop for child in self.children)
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         return process_health.liveness(self.children)
@@ -133,7 +133,7 @@ def run_parent(parent: ProcessParent) -> int:
     finally:
         for signum, handler in restore.items():
             signal.signal(signum, handler)
-    if code == EXIT_OK and parent.drain_cut_short:
+    if code == EXIT_OK and parent.unclean_stop:
         code = EXIT_DRAIN_TIMEOUT
     return code
 
