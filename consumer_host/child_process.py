@@ -307,7 +307,8 @@ class ChildProcess:
                 _signal(process, signal.SIGKILL, group=True)
         code = process.wait()
         self.port_file.unlink(missing_ok=True)
-        if deadline is None and code != 0:
+        # Killed by our SIGTERM: it had not installed its handlers yet, so nothing was in flight.
+        if deadline is None and code not in (0, -signal.SIGTERM):
             self.unclean_stop = True
             _log.error("process_drain_failed", process=self.index, exit_code=code)
         return code

@@ -289,7 +289,10 @@ def test_reload_restarts_the_child_when_a_source_file_changes(parents, tmp_path)
 
 
 def child_pids(parent: Parent, count: int) -> list[int]:
-    wait_until(lambda: len(parent.events("host_started", process=count)) == 1, 20, "children up")
+    def started() -> int:
+        return sum(1 for e in parent.events("host_started") if "process" in e)
+
+    wait_until(lambda: started() == count, 20, "every child up")
     return [e["pid"] for e in parent.events("process_started")]
 
 
@@ -337,6 +340,21 @@ def test_children_drain_by_themselves_when_the_parent_is_sigkilled(parents):
     pids = child_pids(parent, 2)
     parent.kill()
     wait_until(lambda: not any(alive(pid) for pid in pids), 10, "the orphans gone")
+
+
+def test_a_child_that_cannot_load_the_app_ends_the_parent_with_exit_2(parents, tmp_path):
+    app = tmp_path / "child_fails.py"
+    app.write_text(
+        "import os\n"
+        "from consumer_host import Host\n"
+        "host = Host('t')\n"
+        "if os.environ.get('CONSUMER_HOST_PROCESS_INDEX'):\n"
+        "    raise RuntimeError('only the children fail')\n"
+    )
+    parent = Parent(str(app), "--processes", "2", env={})
+    parents.append(parent)
+    assert parent.process.wait(20) == 2, parent.output
+    assert parent.events("host_stopping")[0]["reason"].endswith("configuration error (exit code 2)")
 
 
 # -- the parent in-process: supervision of children ------------------------------------------
