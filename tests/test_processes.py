@@ -35,7 +35,7 @@ from consumer_host.processes import ProcessParent
 from consumer_host.testing import FakeClock
 
 from .brokers import AMQP_URL, unique_queue
-from .helpers import COMMAND, wait_until
+from .helpers import COMMAND, cli, wait_until
 
 APPS = Path(__file__).parent / "apps"
 APP = APPS / "processes_app.py"
@@ -204,6 +204,8 @@ def test_parent_health_aggregates_the_children(amqp_broker, parents, tmp_path):
     )
     assert sum(float(v) for v in acked) == 10
     assert metrics.count("# TYPE consumer_host_messages_total counter") == 1
+    table = cli("status", "--url", f"http://127.0.0.1:{port}")
+    assert table.stdout.splitlines()[1].split()[:2] == ["PROCESS", "INSTANCE"], table.stdout
     assert parent.stop() == 0, parent.output
 
 
