@@ -281,11 +281,15 @@ def test_reload_restarts_the_child_when_a_source_file_changes(parents, tmp_path)
         return len(parent.events("host_started", process=1))
 
     wait_until(lambda: child_starts() == 1, 20, "the first start")
-    deadline = time.monotonic() + 15
-    while child_starts() < 2:  # the watcher starts beside the child: touch until it has seen one
-        assert time.monotonic() < deadline, parent.output
+    wait_until(lambda: parent.events("reload_watching"), 10, "the watcher")
+    for _attempt in range(3):  # the watcher may still be arming itself: change again if unseen
         app.write_text(app.read_text() + "\n# changed\n")
-        time.sleep(0.5)
+        give_up = time.monotonic() + 4
+        while child_starts() < 2 and time.monotonic() < give_up:
+            time.sleep(0.05)
+        if child_starts() >= 2:
+            break
+    assert child_starts() >= 2, parent.output
     assert parent.events("process_recycled")
     assert parent.stop() == 0, parent.output
 
