@@ -144,6 +144,7 @@ def _render_status(document: dict[str, Any]) -> None:
     for record in document["instances"]:
         rows.append(
             {
+                **({"process": record["process"]} if "process" in record else {}),
                 "instance": record["name"],
                 "state": record["state"],
                 "restarts": record["restarts"],
@@ -154,7 +155,9 @@ def _render_status(document: dict[str, Any]) -> None:
                 "last error": (record.get("last_error") or "")[:60],
             }
         )
-    columns = ["instance", "state", "restarts", "queue", "acked", "retried", "dead", "last error"]
+    # table() leaves out the columns no row has: "process" shows under --processes only.
+    columns = ["process", "instance", "state", "restarts", "queue", "acked", "retried", "dead"]
+    columns += ["last error"]
     table(rows, columns, color={"state": _STATE_COLORS})
     for broker, state in document.get("brokers", {}).items():
         colour = {"closed": "green", "half_open": "yellow", "open": "red"}.get(state)

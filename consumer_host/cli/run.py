@@ -11,10 +11,13 @@ from typing import NoReturn
 import click
 import structlog
 
+from consumer_host.child_process import RecycleLimits
 from consumer_host.errors import ConfigError
 from consumer_host.logs import LOG_FORMATS, configure_logging
+from consumer_host.processes import become_child, child_index
 
 from .common import Fail, app_argument, broker_option, prepare
+from .processes import process_options, run_processes, wants_parent
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -77,6 +80,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     show_envvar=True,
     help="Address the health server listens on.",
 )
+@process_options
 def run(
     app: str | None,
     broker: str | None,
@@ -87,10 +91,31 @@ def run(
     log_level: str,
     health_port: int | None,
     health_host: str,
+    processes: int,
+    max_messages_per_process: int | None,
+    max_memory_per_process: float | None,
+    reload: bool,
 ) -> None:
     """Run APP until SIGTERM or Ctrl-C (a second one ends it at once)."""
     host = prepare(app, broker, only=list(only), pools=pools)
     configure_logging(log_format, log_level, host=host.name)
+    limits = RecycleLimits(
+        max_messages=max_messages_per_process, max_memory_mb=max_memory_per_process
+    )
+    if child_index(os.environ) is None and wants_parent(processes, reload, limits):
+        assert app is not None  # prepare() refused a missing APP
+        code = run_processes(
+            host,
+            app=app,
+            processes=processes,
+            reload=reload,
+            limits=limits,
+            drain_timeout=drain_timeout,
+            health_port=health_port,
+            health_host=health_host,
+        )
+        sys.exit(code)
+    become_child(host, os.environ)
     host.drain_timeout = drain_timeout
     if health_port is not None:
         host.health_port = health_port
