@@ -182,6 +182,10 @@ class Consumer:
         """Take no new messages (prefetched ones go back to the queue); finish those in hand."""
         self._paused.set()
 
+    def intake_closed(self) -> bool:
+        """Paused and no longer subscribed (or not connected): nothing new will arrive."""
+        return self._paused.is_set() and not (self.connected and self.consuming)
+
     def resume(self) -> None:
         self._paused.clear()
 
@@ -318,6 +322,9 @@ class Consumer:
             timeout = BUSY_POLL if self._in_hand else self._held.wait_at_most(poll)
             deliveries = transport.fetch(timeout, room)
             self.last_progress = self._clock.now()
+            if deliveries and self._paused.is_set():
+                transport.requeue(deliveries)  # paused while the fetch waited: take none
+                continue
             for index, delivery in enumerate(deliveries):
                 if stop.is_set():
                     transport.requeue(deliveries[index:])

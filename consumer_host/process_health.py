@@ -57,6 +57,22 @@ def fetch(port: int, path: str, timeout: float = _TIMEOUT) -> tuple[int, bytes] 
         return None
 
 
+def post_json(port: int, path: str, *, token: str) -> dict[str, Any] | None:
+    """POST a control call to a child, with the host's token: its JSON answer, ``None`` if it
+    did not answer 200."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        method="POST",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:  # noqa: S310
+            document = json.loads(response.read() or b"{}")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
 def fetch_json(port: int, path: str, timeout: float = _TIMEOUT) -> dict[str, Any] | None:
     answer = fetch(port, path, timeout)
     if answer is None:

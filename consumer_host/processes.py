@@ -30,6 +30,7 @@ from . import process_health
 from ._version import __version__
 from .child_process import ChildProcess
 from .clock import SYSTEM_CLOCK, Clock
+from .errors import ConfigError
 from .events import Event, HostStarted
 from .host import EXIT_DRAIN_TIMEOUT, EXIT_OK, Host
 from .reload import SourceWatcher
@@ -59,6 +60,8 @@ class ProcessParent(Host):
         health_host: str = "0.0.0.0",  # noqa: S104 - probes come from off-host
         watcher: SourceWatcher | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        consumers: Sequence[str] = (),
+        control_token: str | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -66,8 +69,10 @@ class ProcessParent(Host):
             health_port=health_port,
             health_host=health_host,
             clock=clock,
+            control_token=control_token,
         )
         self.children = list(children)
+        self._app_consumers = list(consumers)
         for child in self.children:
             self.register(child, critical=True)
         if watcher is not None:
@@ -95,12 +100,39 @@ class ProcessParent(Host):
         """Some child did not drain in time (it exited non-zero, or was killed at the deadline)."""
         return any(child.unclean_stop for child in self.children)
 
+    def consumer_names(self) -> list[str]:
+        return self._app_consumers
+
+    def pause(self, name: str) -> list[str]:
+        """Pause ``name`` in every child (each pauses its own instances)."""
+        return self._tell_children(f"/consumers/{name}/pause")
+
+    def resume(self, name: str) -> list[str]:
+        return self._tell_children(f"/consumers/{name}/resume")
+
+    def quiet(self) -> None:
+        self._quiet = True
+        self._tell_children("/quiet")
+
+    def _tell_children(self, path: str) -> list[str]:
+        instances: list[str] = []
+        for child in self.children:
+            if child.port is None or self.control_token is None:
+                continue
+            answer = process_health.post_json(child.port, path, token=self.control_token)
+            if answer is None:
+                raise ConfigError(f"process {child.index} did not take {path}")
+            instances += [f"{name}@{child.index}" for name in answer.get("instances", [])]
+        return instances
+
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         return process_health.liveness(self.children)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         if self._began is None:
             return False, {"reason": "not started"}
+        if self.is_quiet:
+            return False, {"reason": "quiet"}
         return process_health.readiness(self.children, draining=self.stopping)
 
     def status_document(self) -> dict[str, Any]:
@@ -108,6 +140,7 @@ class ProcessParent(Host):
         merged = process_health.merged_status(self.children, self.status(), statuses)
         ready = (
             self._began is not None
+            and not self.is_quiet
             and process_health.readiness(self.children, draining=self.stopping, statuses=statuses)[
                 0
             ]
@@ -118,6 +151,7 @@ class ProcessParent(Host):
             "version": __version__,
             "uptime": round(uptime, 3),
             "stopping": self.stopping,
+            "quiet": self.is_quiet,
             "ready": ready,
             "live": process_health.liveness(self.children, statuses=statuses)[0],
             **merged,

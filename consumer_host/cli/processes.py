@@ -18,6 +18,7 @@ import click
 from click.core import ParameterSource
 
 from consumer_host.child_process import ChildProcess, ChildSpec, DrainDeadline, RecycleLimits
+from consumer_host.control import TOKEN_VARIABLE
 from consumer_host.errors import ConfigError
 from consumer_host.host import Host
 from consumer_host.processes import ProcessParent, run_parent
@@ -136,6 +137,8 @@ def run_processes(
                 health_port=health_port,
                 health_host=health_host,
                 watcher=watcher,
+                consumers=host.consumer_names(),
+                control_token=os.environ.get(TOKEN_VARIABLE) or None,
             )
         )
         return run_parent(parents[0])
