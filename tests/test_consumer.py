@@ -225,7 +225,7 @@ def test_not_a_kombu_envelope_on_redis_is_dead_lettered(redis_broker):
         host.stop(10)
     [(body, headers, _)] = real_broker.drain(f"{queue}.dlq")
     assert body == b"\x00garbage that is no envelope"
-    assert headers["x-error-reason"] == "missing_content_type"
+    assert headers["x-error-reason"] == "not_an_envelope"
 
 
 class TestDrain:

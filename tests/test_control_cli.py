@@ -74,14 +74,14 @@ def running(amqp_broker, tmp_path):
 
 
 def test_without_a_token_the_control_endpoints_are_off(running):
-    process, _, port, _ = running(token=None)
+    _process, _, port, _ = running(token=None)
     assert post(port, "/quiet", TOKEN) == 404
     assert post(port, "/consumers/orders/pause", TOKEN) == 404
     assert status(port)["ready"]
 
 
 def test_a_wrong_or_missing_token_is_401_and_changes_nothing(running):
-    process, _, port, _ = running()
+    _process, _, port, _ = running()
     assert post(port, "/quiet", "not-the-token") == 401
     assert post(port, "/quiet", None) == 401
     assert post(port, "/consumers/orders/pause", "Bearer") == 401
@@ -90,7 +90,7 @@ def test_a_wrong_or_missing_token_is_401_and_changes_nothing(running):
 
 
 def test_pause_and_resume_through_the_command_handle_each_message_once(running, amqp_broker):
-    process, queue, port, log = running()
+    _process, queue, port, log = running()
     url = f"http://127.0.0.1:{port}"
     env = {"CONSUMER_HOST_CONTROL_TOKEN": TOKEN}
     paused = cli("pause", "orders", "--url", url, env=env)

@@ -354,12 +354,14 @@ def test_a_child_that_cannot_load_the_app_ends_the_parent_with_exit_2(parents, t
         "import os\n"
         "from consumer_host import Host\n"
         "host = Host('t')\n"
+        "host.worker('idle')(lambda stop: stop.wait())\n"
         "if os.environ.get('CONSUMER_HOST_PROCESS_INDEX'):\n"
         "    raise RuntimeError('only the children fail')\n"
     )
     parent = Parent(str(app), "--processes", "2", env={})
     parents.append(parent)
     assert parent.process.wait(20) == 2, parent.output
+    wait_until(lambda: parent.events("host_stopping"), timeout=5)  # the reader catches up
     assert parent.events("host_stopping")[0]["reason"].endswith("configuration error (exit code 2)")
 
 

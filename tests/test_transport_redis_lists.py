@@ -127,13 +127,13 @@ UNREADABLE = {
                 "properties": {},
             }
         ).encode(),
-        "unknown content-encoding: ",
+        "unknown_content_encoding: ",
     ),
     "100,000-deep JSON": (
         b'{"body": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-        "not a kombu envelope: JSON nested too deeply",
+        "not_an_envelope: JSON nested too deeply",
     ),
-    "not JSON": (b"\xff\xfe garbage \x00", "not a kombu envelope: "),
+    "not JSON": (b"\xff\xfe garbage \x00", "not_an_envelope: "),
 }
 
 
@@ -363,7 +363,7 @@ def test_recovery_moves_an_entry_cjson_cannot_read_unchanged(client, queue, tran
     survivor = transports(queue, alive_ttl=0.3, recover_interval=0.05)
     (again,) = fetch_until(survivor, 1)
     assert again.body == deep
-    assert again.defect == "not a kombu envelope: JSON nested too deeply"
+    assert again.defect == "not_an_envelope: JSON nested too deeply"
 
 
 # -- producing ------------------------------------------------------------------------------------

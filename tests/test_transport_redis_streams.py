@@ -70,17 +70,23 @@ def test_fetch_takes_at_most_limit(client, queue, transports):
 
 
 UNREADABLE = {
-    "no body": ({"payload": b"x", "content-type": b"text/plain"}, "missing field: body"),
+    "no body": (
+        {"payload": b"x", "content-type": b"text/plain"},
+        "missing_body: the entry has no body field",
+    ),
     "100,000-deep headers": (
         {"body": b"{}", "headers": b"[" * 100_000 + b"]" * 100_000},
-        "bad headers: JSON nested too deeply",
+        "bad_headers: JSON nested too deeply",
     ),
-    "headers not an object": ({"body": b"{}", "headers": b"[1, 2]"}, "bad headers: "),
+    "headers not an object": ({"body": b"{}", "headers": b"[1, 2]"}, "bad_headers: "),
     "non-UTF-8 content type": (
         {"body": b"{}", "content-type": b"application/\xff\xfe"},
-        "not UTF-8: field content-type",
+        "invalid_utf8: field content-type",
     ),
-    "non-UTF-8 headers": ({"body": b"{}", "headers": b'{"a": "\xff"}'}, "not UTF-8: field headers"),
+    "non-UTF-8 headers": (
+        {"body": b"{}", "headers": b'{"a": "\xff"}'},
+        "invalid_utf8: field headers",
+    ),
 }
 
 

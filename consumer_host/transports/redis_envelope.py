@@ -32,9 +32,9 @@ def read_envelope(raw: bytes) -> Delivery:
     except _Defect as defect:
         reason = str(defect)
     except RecursionError:
-        reason = "not a kombu envelope: JSON nested too deeply"
+        reason = "not_an_envelope: JSON nested too deeply"
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        reason = f"not a kombu envelope: {type(exc).__name__}: {exc}"[:300]
+        reason = f"not_an_envelope: {type(exc).__name__}: {exc}"[:300]
     return Delivery(
         body=raw,
         content_type=None,
@@ -51,13 +51,13 @@ def read_envelope(raw: bytes) -> Delivery:
 def _read(raw: bytes) -> Delivery:
     envelope = json.loads(raw)
     if not isinstance(envelope, dict):
-        raise _Defect(f"not a kombu envelope: a JSON {type(envelope).__name__}, not an object")
+        raise _Defect(f"not_an_envelope: a JSON {type(envelope).__name__}, not an object")
     properties = envelope.get("properties") or {}
     headers = envelope.get("headers") or {}
     if not isinstance(properties, dict) or not isinstance(headers, dict):
-        raise _Defect("not a kombu envelope: properties and headers must be objects")
+        raise _Defect("not_an_envelope: properties and headers must be objects")
     if "body" not in envelope:
-        raise _Defect("not a kombu envelope: no body")
+        raise _Defect("not_an_envelope: no body")
     content_type = _optional_text(envelope, "content-type")
     content_encoding = _optional_text(envelope, "content-encoding")
     body = _body(envelope["body"], properties.get("body_encoding"), content_encoding)
@@ -81,13 +81,13 @@ def _read(raw: bytes) -> Delivery:
 def _optional_text(envelope: dict[str, Any], key: str) -> str | None:
     value = envelope.get(key)
     if value is not None and not isinstance(value, str):
-        raise _Defect(f"not a kombu envelope: {key} is a {type(value).__name__}")
+        raise _Defect(f"not_an_envelope: {key} is a {type(value).__name__}")
     return value or None
 
 
 def _body(body: Any, body_encoding: Any, content_encoding: str | None) -> bytes:
     if not isinstance(body, str):
-        raise _Defect(f"not a kombu envelope: body is a {type(body).__name__}, not a string")
+        raise _Defect(f"not_an_envelope: body is a {type(body).__name__}, not a string")
     # kombu writes a text body in its content encoding; "binary" means the bytes as they were.
     encoding = content_encoding or "utf-8"
     if encoding == "binary":
@@ -95,18 +95,18 @@ def _body(body: Any, body_encoding: Any, content_encoding: str | None) -> bytes:
     try:
         codecs.lookup(encoding)
     except LookupError as exc:
-        raise _Defect(f"unknown content-encoding: {encoding[:100]}") from exc
+        raise _Defect(f"unknown_content_encoding: {encoding[:100]}") from exc
     if body_encoding == "base64":
         try:
             return base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise _Defect(f"bad base64 body: {exc}") from exc
+            raise _Defect(f"bad_base64: {exc}") from exc
     if body_encoding is not None:
-        raise _Defect(f"unknown body encoding: {str(body_encoding)[:100]}")
+        raise _Defect(f"unknown_body_encoding: {str(body_encoding)[:100]}")
     try:
         return body.encode(encoding)
     except (UnicodeError, LookupError) as exc:  # LookupError: a bytes codec such as "base64"
-        raise _Defect(f"body does not fit its content-encoding: {exc}"[:300]) from exc
+        raise _Defect(f"body_encoding_mismatch: {exc}"[:300]) from exc
 
 
 def _count_prefix(raw: bytes) -> int:

@@ -56,7 +56,7 @@ def read_entry(
         text = {name: _text(fields, name) for name in _TEXT_FIELDS}
         headers = _headers(fields.get(b"headers"))
         if b"body" not in fields:
-            raise _Defect("missing field: body")
+            raise _Defect("missing_body: the entry has no body field")
     except _Defect as defect:
         return Delivery(
             body=fields.get(b"body", _raw(fields)),
@@ -91,7 +91,7 @@ def _text(fields: dict[bytes, bytes], name: bytes) -> str | None:
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _Defect(f"not UTF-8: field {name.decode()} at byte {exc.start}") from exc
+        raise _Defect(f"invalid_utf8: field {name.decode()} at byte {exc.start}") from exc
 
 
 def _headers(raw: bytes | None) -> dict[str, Any]:
@@ -100,13 +100,13 @@ def _headers(raw: bytes | None) -> dict[str, Any]:
     try:
         headers = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise _Defect(f"not UTF-8: field headers at byte {exc.start}") from exc
+        raise _Defect(f"invalid_utf8: field headers at byte {exc.start}") from exc
     except RecursionError as exc:
-        raise _Defect("bad headers: JSON nested too deeply") from exc
+        raise _Defect("bad_headers: JSON nested too deeply") from exc
     except ValueError as exc:
-        raise _Defect(f"bad headers: not JSON: {exc}"[:300]) from exc
+        raise _Defect(f"bad_headers: not JSON: {exc}"[:300]) from exc
     if not isinstance(headers, dict):
-        raise _Defect(f"bad headers: a JSON {type(headers).__name__}, not an object")
+        raise _Defect(f"bad_headers: a JSON {type(headers).__name__}, not an object")
     return headers
 
 
