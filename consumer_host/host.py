@@ -1,4 +1,4 @@
-"""The Host: a registry of workers, expanded into pools of supervised instances."""
+"""The Host: runs what its registry holds, each instance under its own supervisor."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ from .logs import EventLogger, configure_logging
 from .metrics import HostMetrics
 from .options import ConsumerOptions
 from .probes import describe
-from .registry import Registry
-from .supervisor import STOP_SIGNALS, InstanceState, Supervisor
+from .registry import Registration, Registry
+from .supervisor import STOP_SIGNALS, InstanceState, Supervisor, Worker
 from .watchdog import Watchdog
 
 EXIT_OK = 0
@@ -50,7 +50,7 @@ CriticalHandler = Callable[[str, CriticalWorkerFailed], None]
 _log = structlog.get_logger("consumer_host.host")
 
 
-class Host(Registry):
+class Host:
     """Runs registered workers, each instance in its own thread under its own supervisor.
 
     ``start()`` returns at once; ``stop()`` drains and returns when every instance has ended (or
@@ -71,12 +71,14 @@ class Host(Registry):
         rand: Callable[[], float] = random.random,
         control_token: str | None = None,
     ) -> None:
-        super().__init__()
         if not isinstance(name, str) or not name:
             raise ConfigError(f"host name must be a non-empty string, got {name!r}")
         if not isinstance(drain_timeout, int | float) or drain_timeout < 0:
             raise ConfigError(f"drain_timeout must be >= 0 seconds, got {drain_timeout!r}")
         self.name = name
+        self.registry = Registry(name, self._make_consumer)
+        self._started = False
+        self._state_lock = threading.Lock()
         self.broker = broker
         self.drain_timeout = float(drain_timeout)
         self.clock = clock
@@ -108,6 +110,44 @@ class Host(Registry):
         self.control_token = control_token
         self._watchdog: Watchdog | None = None
 
+    # -- registration (the registry holds it; see registry.Registry) ----------------------------
+
+    def consumer(self, name: str, **options: Any) -> Callable[[Handler], Handler]:
+        """Decorator: consume ``queue`` with ``handler(message)`` (plain or ``async def``), at
+        least once. Keywords: every consumer option (``queue``, ``concurrency``, ``prefetch``,
+        ``max_retries``, ...) and every supervision option (``pool``, ``critical``, ...)."""
+        return self.registry.consumer(name, **options)
+
+    def worker(
+        self, name: str, **options: Any
+    ) -> Callable[[Callable[..., None]], Callable[..., None]]:
+        """Decorator: run ``fn(stop)`` as a supervised loop (supervision options as keywords)."""
+        return self.registry.worker(name, **options)
+
+    def celery_task(self, name: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
+        """Decorator: handle the Celery task ``name`` (see :meth:`Registry.celery_task`)."""
+        return self.registry.celery_task(name, **options)
+
+    def register(self, worker: Worker, *, name: str | None = None, **options: Any) -> None:
+        """Register an object with ``name`` and ``run(stop)``, supervised like a worker."""
+        self.registry.register(worker, name=name, **options)
+
+    @property
+    def registrations(self) -> list[Registration]:
+        return self.registry.registrations
+
+    def restrict_to(self, names: list[str]) -> None:
+        """Keep only the named workers (``--only``)."""
+        self.registry.restrict_to(names)
+
+    def set_pool(self, name: str, size: int) -> None:
+        """Change a worker's pool size before start (``--pool NAME=N``)."""
+        self.registry.set_pool(name, size)
+
+    def _liveness_timeout(self, registered: str) -> float:
+        registration = self.registry.get(registered)
+        return 60.0 if registration is None else registration.options.liveness_timeout
+
     def _make_consumer(
         self, instance: str, registered: str, handler: Handler, options: ConsumerOptions
     ) -> Consumer:
@@ -125,7 +165,7 @@ class Host(Registry):
             rand=self._rand,
             registered=registered,
             observe_handler=self.metrics.handler_timer(instance),
-            stuck_after=self._registrations[registered].options.liveness_timeout / 2,
+            stuck_after=self._liveness_timeout(registered) / 2,
         )
 
     @property
@@ -155,10 +195,9 @@ class Host(Registry):
     def start(self) -> None:
         """Start every instance, concurrently, and return at once."""
         with self._state_lock:
-            if self._started:
-                raise HostAlreadyRunning(f"host {self.name!r} was already started")
+            registrations = self.registry.freeze()
             self._started = True
-            if any(reg.kind != "worker" for reg in self._registrations.values()):
+            if any(reg.kind != "worker" for reg in registrations):
                 self._announce_broker()
             self._supervisors = [
                 Supervisor(
@@ -170,7 +209,7 @@ class Host(Registry):
                     clock=self.clock,
                     rand=self._rand,
                 )
-                for reg in self._registrations.values()
+                for reg in registrations
                 for instance in reg.instance_names()
             ]
         self._started_at = self.clock.now()
@@ -541,15 +580,15 @@ class Host(Registry):
 
     def consumer_names(self) -> list[str]:
         """The registered consumers (what pause and resume address)."""
-        return [name for name, reg in self._registrations.items() if reg.kind != "worker"]
+        return self.registry.consumer_names()
 
     def _consumers(self) -> list[Consumer]:
         return [s.worker for s in self._supervisors if isinstance(s.worker, Consumer)]
 
     def _consumers_of(self, name: str, action: str) -> list[Consumer]:
-        registration = self._registrations.get(name)
+        registration = self.registry.get(name)
         if registration is None or registration.kind == "worker":
-            known = ", ".join(n for n, r in self._registrations.items() if r.kind != "worker")
+            known = ", ".join(self.consumer_names())
             raise ConfigError(f"cannot {action} {name!r}: no consumer of that name ({known})")
         return [
             s.worker

@@ -42,24 +42,40 @@ class Registration:
         return [f"{self.name}-{index}" for index in range(1, self.options.pool + 1)]
 
 
-class Registry:
-    """The registration half of :class:`~consumer_host.Host`: decorators and pool sizes.
+#: ``make(instance, registered, handler, options)``: the host builds consumers (it knows the
+#: broker, its circuits and its metrics).
+ConsumerFactory = Callable[[str, str, Handler, ConsumerOptions], Consumer]
 
-    Everything here happens before ``start()``; afterwards it raises ``HostAlreadyRunning``.
+
+class Registry:
+    """What a host runs: its registrations, and how each expands into a pool.
+
+    Everything here happens before the host starts; once :meth:`freeze` was called it raises
+    ``HostAlreadyRunning``.
     """
 
-    name: str
-
-    def __init__(self) -> None:
+    def __init__(self, name: str, make_consumer: ConsumerFactory) -> None:
+        self.name = name
+        self._make_consumer = make_consumer
         self._registrations: dict[str, Registration] = {}
         self._celery_queues: dict[str, Any] = {}
         self._state_lock = threading.Lock()
         self._started = False
 
-    def _make_consumer(
-        self, instance: str, registered: str, handler: Handler, options: ConsumerOptions
-    ) -> Consumer:
-        raise NotImplementedError  # the host knows the broker, its circuits and its metrics
+    def freeze(self) -> list[Registration]:
+        """No change after this (the host is starting); the registrations, in order."""
+        with self._state_lock:
+            if self._started:
+                raise HostAlreadyRunning(f"host {self.name!r} was already started")
+            self._started = True
+            return list(self._registrations.values())
+
+    def get(self, name: str) -> Registration | None:
+        return self._registrations.get(name)
+
+    def consumer_names(self) -> list[str]:
+        """The registered consumers (what pause and resume address)."""
+        return [name for name, reg in self._registrations.items() if reg.kind != "worker"]
 
     def worker(
         self, name: str, **options: Any
