@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from types import FrameType
 from typing import Any
 
 import structlog
@@ -36,7 +33,8 @@ from .metrics import HostMetrics
 from .options import ConsumerOptions
 from .probes import describe
 from .registry import Registration, Registry
-from .supervisor import STOP_SIGNALS, InstanceState, Supervisor, Worker
+from .signals import ProgramSignals
+from .supervisor import InstanceState, Supervisor, Worker
 from .watchdog import Watchdog
 
 EXIT_OK = 0
@@ -95,8 +93,6 @@ class Host:
         self._stop_reason = ""
         self._finished = 0
         self._program_mode = False
-        self._signals_seen = 0
-        self._signalled = ""
         self._wake = threading.Event()
         self._broker_choice: BrokerChoice | None = None
         self.broker_circuits = BrokerCircuits(self.emit, clock=clock, options=broker_circuit)
@@ -106,7 +102,6 @@ class Host:
         self._health: HealthServer | None = None
         self._started_at: float | None = None
         self._quiet = False
-        self._quiet_requested = False
         self.control_token = control_token
         self._watchdog: Watchdog | None = None
 
@@ -347,16 +342,18 @@ class Host:
             self.use_broker(resolve_broker(os.environ, code=self.broker))
         if self.control_token is None:
             self.control_token = os.environ.get(control.TOKEN_VARIABLE) or None
-        restore = self._install_signal_handlers() if install_signal_handlers else {}
+        signals = ProgramSignals(self.name)
+        if install_signal_handlers:
+            signals.install()
         try:
             self.start()
             while not (self._stop_requested.is_set() or self.done.is_set()):
                 # Timed waits keep the main thread responsive to signals on every platform.
                 self._wake.wait(0.25)
                 self._wake.clear()
-                if self._signalled:
-                    self._request_stop(f"{self._signalled} received")
-                elif self._quiet_requested and not self._quiet:
+                if signals.stop_requested:
+                    self._request_stop(f"{signals.stop_requested} received")
+                elif signals.quiet_requested and not self._quiet:
                     self.quiet()
             if not self._stop_requested.is_set():
                 # Every instance ended by itself (all tripped): nothing is left to supervise.
@@ -365,42 +362,7 @@ class Host:
             self.stop(self.drain_timeout)
             return self._exit_code
         finally:
-            for signum, handler in restore.items():
-                signal.signal(signum, handler)
-
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous: dict[int, Any] = {}
-        # SIGHUP too: a closed terminal or a supervisor's reload must drain, not kill.
-        for signum in sorted(STOP_SIGNALS):
-            previous[signum] = signal.signal(signum, self._on_signal)
-        # SIGTSTP quiets the host (Sidekiq's convention) instead of suspending it.
-        previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, self._on_quiet_signal)
-        return previous
-
-    def _on_quiet_signal(self, _signum: int, _frame: FrameType | None) -> None:
-        # Only record it: acting here, even an Event.set(), could deadlock on a lock the main
-        # thread was holding when the signal arrived; the main loop looks every 0.25 s.
-        self._quiet_requested = True
-
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self._signals_seen += 1
-        name = signal.Signals(signum).name
-        if self._signals_seen == 1:
-            # Only flag it: the main thread may be inside a log write, or an Event.set(), that
-            # this handler interrupted; the main loop looks every 0.25 s.
-            self._signalled = name
-            return
-        try:
-            _log.warning("host_killed", host=self.name, signal=name, exit_code=128 + signum)
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except Exception:  # noqa: BLE001, S110 - e.g. a reentrant flush: exiting matters more
-            pass
-        finally:
-            # Unacked messages go back to their queues when the broker sees the connections close.
-            os._exit(128 + signum)
+            signals.restore()
 
     def _nothing_left_reason(self) -> str:
         tripped = [s for s in self._supervisors if s.state is InstanceState.TRIPPED]
