@@ -75,7 +75,7 @@ class Consumer:
         self._rand = rand
         self._registered = registered or name
         self._log = structlog.get_logger("consumer_host.consumer").bind(
-            host=host, worker=name, queue=options.queue
+            host=host, worker=registered or name, instance=name, queue=options.queue
         )
         self.settlement = Settlement(
             transport,

@@ -159,7 +159,7 @@ class Host:
             clock=self.clock,
             rand=self._rand,
             registered=registered,
-            observe_handler=self.metrics.handler_timer(instance),
+            observe_handler=self.metrics.handler_timer(registered, instance),
             stuck_after=self._liveness_timeout(registered) / 2,
         )
 
@@ -479,7 +479,7 @@ class Host:
         records = []
         for supervisor in self._supervisors:
             record: dict[str, Any] = {
-                "name": supervisor.instance,
+                "instance": supervisor.instance,
                 "worker": supervisor.registered,
                 "state": str(supervisor.state),
                 "critical": supervisor.options.critical,

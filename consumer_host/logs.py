@@ -126,22 +126,29 @@ class EventLogger:
         log = structlog.get_logger("consumer_host").bind(host=self._host)
         match event:
             case WorkerStarted(instance=instance, attempt=attempt):
-                log.info("worker_started", worker=instance, attempt=attempt)
+                log.info("worker_started", instance=instance, worker=event.worker, attempt=attempt)
             case WorkerCrashed(instance=instance, error=error, failures=failures, ran_for=ran):
                 log.error(
                     "worker_crashed",
-                    worker=instance,
+                    instance=instance,
+                    worker=event.worker,
                     failures=failures,
                     ran_for=round(ran, 3),
                     exc_info=error,
                 )
             case WorkerBackingOff(instance=instance, delay=delay, failures=failures):
-                log.warning("worker_restarting", worker=instance, delay=round(delay, 3))
+                log.warning(
+                    "worker_restarting",
+                    instance=instance,
+                    worker=event.worker,
+                    delay=round(delay, 3),
+                )
             case WorkerTripped(instance=instance, error=Permanent() as error):
                 # Retrying cannot help: the cause is the whole story, a traceback adds noise.
                 log.error(
                     "worker_tripped",
-                    worker=instance,
+                    instance=instance,
+                    worker=event.worker,
                     reason="permanent error, not restarted",
                     critical=event.critical,
                     error=redact_text(f"{type(error).__name__}: {error}"),
@@ -149,7 +156,8 @@ class EventLogger:
             case WorkerTripped(instance=instance, error=error, failures=failures, window=window):
                 log.error(
                     "worker_tripped",
-                    worker=instance,
+                    instance=instance,
+                    worker=event.worker,
                     reason=f"failed {failures} times within {window:g}s",
                     failures=failures,
                     window=window,
@@ -157,14 +165,15 @@ class EventLogger:
                     error=redact_text(f"{type(error).__name__}: {error}"),
                 )
             case WorkerFinished(instance=instance, state=state):
-                log.info("worker_stopped", worker=instance, state=state)
+                log.info("worker_stopped", instance=instance, worker=event.worker, state=state)
             case ConsumerConnected(instance=instance, queue=queue, broker=broker):
                 name = "consumer_reconnected" if event.reconnect else "consumer_connected"
-                log.info(name, worker=instance, queue=queue, broker=broker)
+                log.info(name, instance=instance, worker=event.worker, queue=queue, broker=broker)
             case ConsumerDisconnected(instance=instance, queue=queue, error=error, delay=delay):
                 log.warning(
                     "consumer_disconnected",
-                    worker=instance,
+                    instance=instance,
+                    worker=event.worker,
                     queue=queue,
                     broker=event.broker,
                     error=error,

@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .breaker import BreakerState
+from .killswitch import SwitchState
 from .supervisor import InstanceState
 
 OUTCOMES = ("acked", "retried", "dead_lettered", "rejected_bad_input")
@@ -31,6 +32,12 @@ class HostView(Protocol):
     def brokers(self) -> dict[str, str]: ...
 
 
+#: Every instance-level family carries both: the registered name, and the instance
+#: (``orders-2``). Not ``instance``: Prometheus gives that label to the scrape target and would
+#: rename ours to ``exported_instance``.
+INSTANCE_LABELS = ["worker", "worker_instance"]
+
+
 class HostMetrics:
     """A registry of the host's metrics (one per host, so several hosts never collide)."""
 
@@ -40,14 +47,14 @@ class HostMetrics:
         self.handler_seconds = Histogram(
             "consumer_host_handler_seconds",
             "Time spent in message handlers.",
-            ["worker"],
+            INSTANCE_LABELS,
             buckets=HANDLER_BUCKETS,
             registry=self.registry,
         )
 
-    def handler_timer(self, worker: str) -> Callable[[float], None]:
+    def handler_timer(self, worker: str, instance: str) -> Callable[[float], None]:
         """``observe(seconds)`` for one instance: the only per-message metric call."""
-        return self.handler_seconds.labels(worker=worker).observe
+        return self.handler_seconds.labels(worker=worker, worker_instance=instance).observe
 
 
 class _HostCollector(Collector):
@@ -60,36 +67,59 @@ class _HostCollector(Collector):
         messages = CounterMetricFamily(
             "consumer_host_messages",
             "Messages settled, by outcome.",
-            labels=["worker", "queue", "outcome"],
+            labels=[*INSTANCE_LABELS, "queue", "outcome"],
         )
         in_flight = GaugeMetricFamily(
-            "consumer_host_in_flight", "Messages being handled now.", labels=["worker"]
+            "consumer_host_in_flight", "Messages being handled now.", labels=INSTANCE_LABELS
+        )
+        stuck = GaugeMetricFamily(
+            "consumer_host_stuck_handlers",
+            "Handlers running longer than stuck_after.",
+            labels=INSTANCE_LABELS,
+        )
+        paused = GaugeMetricFamily(
+            "consumer_host_paused",
+            "1 while the instance is paused (or quiet).",
+            labels=INSTANCE_LABELS,
+        )
+        switch = GaugeMetricFamily(
+            "consumer_host_kill_switch_state",
+            "1 for the state each instance's kill switch is in.",
+            labels=[*INSTANCE_LABELS, "state"],
         )
         restarts = CounterMetricFamily(
-            "consumer_host_worker_restarts", "Restarts after a loop failure.", labels=["worker"]
+            "consumer_host_worker_restarts",
+            "Restarts after a loop failure.",
+            labels=INSTANCE_LABELS,
         )
         reconnects = CounterMetricFamily(
             "consumer_host_broker_reconnects",
             "Reconnections to the broker.",
-            labels=["worker", "queue"],
+            labels=[*INSTANCE_LABELS, "queue"],
         )
         state = GaugeMetricFamily(
             "consumer_host_worker_state",
             "1 for the state each instance is in.",
-            labels=["worker", "state"],
+            labels=[*INSTANCE_LABELS, "state"],
         )
         for record in records:
-            worker = record["name"]
-            restarts.add_metric([worker], record["restarts"])
+            ids = [record["worker"], record["instance"]]
+            restarts.add_metric(ids, record["restarts"])
             for name in InstanceState:
-                state.add_metric([worker, name.value], 1.0 if record["state"] == name else 0.0)
+                state.add_metric([*ids, name.value], 1.0 if record["state"] == name else 0.0)
             if "queue" not in record:
                 continue
             queue = record["queue"]
             for outcome in OUTCOMES:
-                messages.add_metric([worker, queue, outcome], record["outcomes"][outcome])
-            in_flight.add_metric([worker], record["in_flight"])
-            reconnects.add_metric([worker, queue], record["reconnects"])
+                messages.add_metric([*ids, queue, outcome], record["outcomes"][outcome])
+            in_flight.add_metric(ids, record["in_flight"])
+            stuck.add_metric(ids, len(record.get("stuck") or ()))
+            paused.add_metric(ids, 1.0 if record.get("paused") else 0.0)
+            if record.get("kill_switch") is not None:
+                for switch_state in SwitchState:
+                    value = 1.0 if record["kill_switch"] == switch_state else 0.0
+                    switch.add_metric([*ids, switch_state.value], value)
+            reconnects.add_metric([*ids, queue], record["reconnects"])
         circuits = GaugeMetricFamily(
             "consumer_host_broker_circuit_state",
             "1 for the state of each broker circuit.",
@@ -105,4 +135,5 @@ class _HostCollector(Collector):
             labels=["version", "host"],
         )
         build.add_metric([self._version, self._host.name], 1.0)
-        yield from (messages, in_flight, restarts, reconnects, state, circuits, build)
+        yield from (messages, in_flight, stuck, paused, switch, restarts, reconnects, state)
+        yield from (circuits, build)

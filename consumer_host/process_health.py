@@ -134,7 +134,7 @@ def merged_status(
 
     ``supervised`` is the parent's own ``status()``: one record per child-process worker.
     """
-    by_name = {record["name"]: record for record in supervised}
+    by_name = {record["instance"]: record for record in supervised}
     instances: list[dict[str, Any]] = []
     brokers: dict[str, str] = {}
     processes: list[dict[str, Any]] = []

@@ -281,4 +281,4 @@ class Supervisor:
             try:
                 self.options.on_trip(self.instance, error, failures, window)
             except Exception:  # noqa: BLE001 - the user's callback must not kill the supervisor
-                _log.exception("on_trip_failed", worker=self.instance)
+                _log.exception("on_trip_failed", instance=self.instance, worker=self.registered)

@@ -179,15 +179,24 @@ class TestMetricsAndStatus:
         ]
         assert sum(s.value for s in handled) == 21  # 19 acks + 2 failed attempts of n=7
         states = [s for s in families["consumer_host_worker_state"].samples if s.value == 1]
-        assert {(s.labels["worker"], s.labels["state"]) for s in states} == {
-            ("orders-1", "running"),
-            ("orders-2", "running"),
-        }
+        assert {
+            (s.labels["worker"], s.labels["worker_instance"], s.labels["state"]) for s in states
+        } == {("orders", "orders-1", "running"), ("orders", "orders-2", "running")}
         assert "consumer_host_build_info" in families
         assert "consumer_host_worker_restarts" in families
         assert "consumer_host_broker_circuit_state" in families
         labels = {k for f in families.values() for s in f.samples for k in s.labels}
-        assert labels <= {"worker", "queue", "outcome", "state", "broker", "version", "host", "le"}
+        assert labels <= {
+            "worker",
+            "worker_instance",
+            "queue",
+            "outcome",
+            "state",
+            "broker",
+            "version",
+            "host",
+            "le",
+        }
 
     def test_status_matches_host_status(self):
         host = memory_host()
@@ -348,7 +357,7 @@ class TestCommands:
             assert lines[2].split()[:2] == ["orders-1", "running"]
             assert any(line.startswith("broker memory://: circuit closed") for line in lines)
             as_json = cli("status", "--url", url, "--json")
-            assert [r["name"] for r in json.loads(as_json.stdout)["instances"]] == [
+            assert [r["instance"] for r in json.loads(as_json.stdout)["instances"]] == [
                 "orders-1",
                 "orders-2",
             ]

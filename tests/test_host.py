@@ -23,7 +23,7 @@ class TestRegistration:
         host.worker("beat")(idle)
         host.start()
         try:
-            assert [r["name"] for r in host.status()] == [
+            assert [r["instance"] for r in host.status()] == [
                 "orders-1",
                 "orders-2",
                 "orders-3",
@@ -182,7 +182,7 @@ class TestCriticalFailure:
 
         assert host.run(install_signal_handlers=False) == 1
         assert sorted(cleaned_up) == ["steady-1", "steady-2"]
-        states = {r["name"]: r["state"] for r in host.status()}
+        states = {r["instance"]: r["state"] for r in host.status()}
         assert states == {"steady-1": "stopped", "steady-2": "stopped", "vital": "tripped"}
 
     def test_a_non_critical_trip_leaves_the_host_running(self):

@@ -184,7 +184,7 @@ def test_parent_health_aggregates_the_children(amqp_broker, parents, tmp_path):
     wait_until(lambda: ledger_ids(ledger, "done") == published, 20, "every message handled")
 
     status = json.loads(get(port, "/status")[1])
-    assert sorted((i["name"], i["process"]) for i in status["instances"]) == [
+    assert sorted((i["instance"], i["process"]) for i in status["instances"]) == [
         ("work", 1),
         ("work", 2),
     ]
@@ -194,12 +194,12 @@ def test_parent_health_aggregates_the_children(amqp_broker, parents, tmp_path):
     metrics = get(port, "/metrics")[1]
     for index in ("1", "2"):
         assert (
-            f'consumer_host_worker_state{{process="{index}",state="running",worker="work"}} 1.0'
-            in metrics
+            f'consumer_host_worker_state{{process="{index}",state="running",worker="work",'
+            f'worker_instance="work"}} 1.0' in metrics
         )
     acked = re.findall(
         r'consumer_host_messages_total\{outcome="acked",process="\d",queue="[^"]+",'
-        r'worker="work"\} (\S+)',
+        r'worker="work",worker_instance="work"\} (\S+)',
         metrics,
     )
     assert sum(float(v) for v in acked) == 10
@@ -400,8 +400,8 @@ def test_recycle_reason_by_messages_and_by_memory_after_the_first_message():
 def test_handled_counts_acked_retried_and_dead_lettered():
     status = {
         "instances": [
-            {"name": "a", "acked": 3, "retried": 1, "dead_lettered": 1},
-            {"name": "beat"},
+            {"instance": "a", "acked": 3, "retried": 1, "dead_lettered": 1},
+            {"instance": "beat"},
         ]
     }
     assert handled_count(status) == 5
@@ -459,12 +459,12 @@ def test_merged_status_tags_each_instance_with_its_process():
 
     children = [Child(1), Child(2)]
     statuses = {
-        1: {"ready": True, "instances": [{"name": "a"}], "brokers": {"amqp://h//": "closed"}},
-        2: {"ready": False, "instances": [{"name": "a"}], "brokers": {"amqp://h//": "open"}},
+        1: {"ready": True, "instances": [{"instance": "a"}], "brokers": {"amqp://h//": "closed"}},
+        2: {"ready": False, "instances": [{"instance": "a"}], "brokers": {"amqp://h//": "open"}},
     }
-    supervised = [{"name": "process-1", "state": "running", "restarts": 2}]
+    supervised = [{"instance": "process-1", "state": "running", "restarts": 2}]
     merged = merged_status(children, supervised, statuses)
-    assert merged["instances"] == [{"name": "a", "process": 1}, {"name": "a", "process": 2}]
+    assert merged["instances"] == [{"instance": "a", "process": 1}, {"instance": "a", "process": 2}]
     assert merged["brokers"] == {"amqp://h//": "open"}
     first, second = merged["processes"]
     assert first["restarts"] == 2

@@ -163,7 +163,7 @@ def _render_status(document: dict[str, Any]) -> None:
         rows.append(
             {
                 **({"process": record["process"]} if "process" in record else {}),
-                "instance": record["name"],
+                "instance": record["instance"],
                 "state": _shown_state(record),
                 "restarts": record["restarts"],
                 "queue": record.get("queue", ""),
