@@ -21,7 +21,9 @@ from .errors import (
     WorkerStopped,
 )
 from .host import Host
+from .killswitch import KillSwitch
 from .message import Message
+from .options import ConsumerOptions
 from .supervisor import InstanceState, SupervisionOptions, Worker
 
 __all__ = [
@@ -37,10 +39,12 @@ __all__ = [
     "Clock",
     "ConfigError",
     "ConsumerHostError",
+    "ConsumerOptions",
     "CriticalWorkerFailed",
     "Host",
     "HostAlreadyRunning",
     "InstanceState",
+    "KillSwitch",
     "Message",
     "Permanent",
     "Reject",

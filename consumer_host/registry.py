@@ -81,14 +81,11 @@ class Registry:
         self, name: str, **options: Any
     ) -> Callable[[Callable[..., None]], Callable[..., None]]:
         """Decorator: run ``fn(stop)`` as a supervised loop (options as :meth:`register`)."""
+        supervision = self._options(name, options)
 
         def decorate(fn: Callable[..., None]) -> Callable[..., None]:
             self._add(
-                Registration(
-                    name,
-                    lambda instance: FunctionWorker(instance, fn),
-                    self._options(name, options),
-                )
+                Registration(name, lambda instance: FunctionWorker(instance, fn), supervision)
             )
             return fn
 
