@@ -265,3 +265,31 @@ def test_requeue_gives_back_only_what_is_still_ours(client, queue, transports):
     assert pending_on(client, queue, "someone-else") == [held[1].handle]
     (back,) = fetch_until(transport, 1)
     assert back.body == held[0].body
+
+
+def test_an_ack_reaches_redis_within_50_ms_while_the_owner_is_busy(redis_broker):
+    """The owner thread acks and then sits in a long handler (no fetch): the batch still goes."""
+    from consumer_host.transports.base import QueueSpec
+    from consumer_host.transports.redis_streams import RedisStreamsTransport
+
+    from .brokers import STREAMS_URL, unique_queue
+    from .helpers import wait_until
+
+    queue = unique_queue()
+    redis_broker.queues.add(queue)
+    redis_broker.kind = "streams"
+    redis_broker.publish(queue, {"n": 1})
+    transport = RedisStreamsTransport(
+        STREAMS_URL, QueueSpec(queue=queue, dead_letter=f"{queue}.dlq"), instance="acks"
+    )
+    transport.connect()
+    transport.start_consuming()
+    try:
+        (delivery,) = transport.fetch(1.0, 10)
+        client = transport._client()
+        assert client.xpending(queue, queue)["pending"] == 1
+        transport.ack(delivery)
+        # No fetch, no close: only the flusher can send it.
+        wait_until(lambda: client.xpending(queue, queue)["pending"] == 0, timeout=0.5)
+    finally:
+        transport.close()

@@ -89,6 +89,11 @@ class RedisStreamsTransport:
         self._consuming = False
         self._to_ack: list[bytes] = []
         self._oldest_ack = 0.0
+        # Acks are batched into one XACK; a flusher thread sends a batch 50 ms old even while
+        # the connection thread sits in a long handler (it shares the list under this lock).
+        self._ack_lock = threading.Lock()
+        self._acks_pending = threading.Event()
+        self._flusher_stop = threading.Event()
         self._acked_since_trim = True
         self._slow = SlowStart(spec.prefetch)
         self._claimed: set[bytes] = set()
@@ -113,6 +118,14 @@ class RedisStreamsTransport:
             self._promote = client.register_script(scripts.STREAM_PROMOTE_DUE)
             self._settle_copy = client.register_script(scripts.STREAM_SETTLE_COPY)
         self._claims.now()
+        self._flusher_stop = threading.Event()
+        self._acks_pending.clear()  # discard() set it to wake the previous flusher
+        threading.Thread(
+            target=self._flush_when_due,
+            args=(client, self._flusher_stop),
+            name=f"acks:{self.consumer}",
+            daemon=True,
+        ).start()
 
     @staticmethod
     def _ensure_group(client: redis.Redis, stream: str, group: str) -> None:
@@ -152,9 +165,12 @@ class RedisStreamsTransport:
         self.discard()
 
     def discard(self) -> None:
+        self._flusher_stop.set()
+        self._acks_pending.set()  # wake the flusher so it sees the stop
         client, self._redis = self._redis, None
         self._consuming = False
-        self._to_ack = []
+        with self._ack_lock:
+            self._to_ack = []
         self._slow.forget()
         self._claimed.clear()
         if client is not None:
@@ -249,19 +265,42 @@ class RedisStreamsTransport:
     # -- settling ---------------------------------------------------------------------------------
 
     def ack(self, delivery: Delivery) -> None:
-        if not self._to_ack:
-            self._oldest_ack = self._clock.now()
-        self._to_ack.append(delivery.handle)
+        with self._ack_lock:
+            if not self._to_ack:
+                self._oldest_ack = self._clock.now()
+                self._acks_pending.set()
+            self._to_ack.append(delivery.handle)
         self._settled(delivery)
-        if self._clock.now() - self._oldest_ack >= _MAX_ACK_DELAY and self._redis is not None:
-            with self._translated("ack on"):
-                self._flush_acks(self._redis)
+
+    def _take_acks(self) -> list[bytes]:
+        with self._ack_lock:
+            ids, self._to_ack = self._to_ack, []
+            self._acks_pending.clear()
+        return ids
 
     def _flush_acks(self, client: redis.Redis) -> None:
         if self._to_ack:
-            ids, self._to_ack = self._to_ack, []
-            client.xack(self.spec.queue, self.group, *ids)
-            self._acked_since_trim = True
+            ids = self._take_acks()
+            if ids:
+                client.xack(self.spec.queue, self.group, *ids)
+                self._acked_since_trim = True
+
+    def _flush_when_due(self, client: redis.Redis, stop: threading.Event) -> None:
+        """Send a batch of acks once it is ``_MAX_ACK_DELAY`` old, whatever the owner does."""
+        while not stop.is_set():
+            self._acks_pending.wait()
+            wait = _MAX_ACK_DELAY - (self._clock.now() - self._oldest_ack)
+            if stop.wait(max(wait, 0.001)) or not self._to_ack:
+                continue
+            if self._clock.now() - self._oldest_ack < _MAX_ACK_DELAY:
+                continue
+            ids = self._take_acks()
+            try:
+                if ids:
+                    client.xack(self.spec.queue, self.group, *ids)
+                    self._acked_since_trim = True
+            except redis_errors.RedisError:
+                continue  # the owner sees the outage; unacked entries are claimed again
 
     def _settled(self, delivery: Delivery, *, counts: bool = True) -> None:
         self._slow.settled(delivery.handle, counts=counts)
