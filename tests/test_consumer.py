@@ -49,7 +49,7 @@ class TestHandling:
         assert broker.depth(queue) == 0
         assert broker.depth(f"{queue}.dlq") == 0
         records = host.status()
-        assert [r["name"] for r in records] == ["orders-1", "orders-2", "orders-3"]
+        assert [r["instance"] for r in records] == ["orders-1", "orders-2", "orders-3"]
         assert sum(r["acked"] for r in records) == 5000
         assert sum(r["retried"] + r["dead_lettered"] for r in records) == 0
         assert all(r["queue"] == queue for r in records)
