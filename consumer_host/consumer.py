@@ -422,14 +422,19 @@ class Consumer:
         self._settle(self._executor.finished())
 
     def _settle(self, jobs: list[Job]) -> None:
+        if not jobs:
+            return
         executor = self._executor
         assert executor is not None
-        for job in jobs:
-            self._in_hand -= 1
-            if self._lanes is not None:
+        # Account for the whole batch first: if a settlement below loses the connection, the
+        # rest are the broker's to deliver again, but their slots and lanes must come free.
+        self._in_hand -= len(jobs)
+        if self._lanes is not None:
+            for job in jobs:
                 following = self._lanes.release(job.key)
                 if following is not None:
                     executor.submit([following])
+        for job in jobs:
             if job.generation != self._generation:
                 self._log.debug(
                     "message_unsettled_after_reconnect", message_id=job.delivery.message_id
