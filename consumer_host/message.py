@@ -49,6 +49,11 @@ class Delivery:
         return None if value is None else str(value)
 
     @property
+    def first_delivery(self) -> bool:
+        """Neither flagged redelivered nor counted more than once: no crash has seen it."""
+        return not self.redelivered and (self.delivery_count or 1) <= 1
+
+    @property
     def attempt(self) -> int:
         value = self.headers.get(ATTEMPT_HEADER, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

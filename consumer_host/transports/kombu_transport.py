@@ -338,7 +338,16 @@ class KombuTransport:
         with self._translated("ack on"):
             self._ack(delivery)
             if self._slow_start:
-                self._open_up()
+                self._settled_slowly(delivery)
+
+    def _settled_slowly(self, delivery: Delivery) -> None:
+        """In slow start: the ack goes out now (with qos 1 the broker sends nothing else until
+        it has it), and only a message delivered for the first time opens the window. While
+        redeliveries come (a crash left them unacked), they come one at a time, so a message
+        that kills the process again is the only one whose delivery count grows."""
+        self._flush_acks()
+        if delivery.first_delivery:
+            self._open_up()
 
     def _ack(self, delivery: Delivery) -> None:
         if not self._coalesce:
@@ -373,14 +382,14 @@ class KombuTransport:
             self._copy(delivery, target, headers)
             self._ack(delivery)
             if self._slow_start:
-                self._open_up()
+                self._settled_slowly(delivery)
 
     def dead_letter(self, delivery: Delivery, headers: dict[str, Any]) -> None:
         with self._translated("dead-letter on"):
             self._copy(delivery, self.spec.dead_letter, headers)
             self._ack(delivery)
             if self._slow_start:
-                self._open_up()
+                self._settled_slowly(delivery)
 
     def requeue(self, deliveries: list[Delivery]) -> None:
         """Give unstarted deliveries back. Not a settlement for slow start: nothing was done."""

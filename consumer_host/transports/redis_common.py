@@ -19,6 +19,7 @@ from redis.retry import Retry
 
 from consumer_host.clock import Clock
 from consumer_host.errors import BrokerRefused, BrokerUnavailable, CopyRefused
+from consumer_host.message import Delivery
 from consumer_host.redaction import redact_text
 
 from .base import Place
@@ -167,12 +168,15 @@ class SlowStart:
     def handed_out(self, handle: Any) -> None:
         self.unsettled[handle] += 1
 
-    def settled(self, handle: Any, *, counts: bool = True) -> None:
-        """``counts=False`` for deliveries given back unstarted (they do not end slow start)."""
+    def settled(self, delivery: Delivery, *, counts: bool = True) -> None:
+        """``counts=False`` for deliveries given back unstarted. Only a message delivered for
+        the first time ends slow start: while redeliveries come (a crash left them), they come
+        one at a time, so one that kills the process again is the only one counted again."""
+        handle = delivery.handle
         self.unsettled[handle] -= 1
         if self.unsettled[handle] <= 0:
             del self.unsettled[handle]
-        if counts:
+        if counts and delivery.first_delivery:
             self.warm = True
 
 

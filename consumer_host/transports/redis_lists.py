@@ -252,7 +252,7 @@ class RedisListTransport:
     def ack(self, delivery: Delivery) -> None:
         with self._translated("ack on"):
             self._client().lrem(self.keys_processing, -1, delivery.handle)
-        self._slow.settled(delivery.handle)
+        self._slow.settled(delivery)
 
     def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
         copy = copy_envelope(delivery, headers, self.spec.queue)
@@ -281,7 +281,7 @@ class RedisListTransport:
                 args=[delivery.handle, copy, kind, repr(score)],
                 client=self._client(),
             )
-        self._slow.settled(delivery.handle)
+        self._slow.settled(delivery)
         if isinstance(result, bytes | str):
             found = _as_bytes(result).decode()
             key, found = (
@@ -299,7 +299,7 @@ class RedisListTransport:
                 client=self._client(),
             )
         for delivery in deliveries:
-            self._slow.settled(delivery.handle, counts=False)
+            self._slow.settled(delivery, counts=False)
 
     def depth(self) -> dict[str, int]:
         client = self._client()

@@ -303,7 +303,7 @@ class RedisStreamsTransport:
                 continue  # the owner sees the outage; unacked entries are claimed again
 
     def _settled(self, delivery: Delivery, *, counts: bool = True) -> None:
-        self._slow.settled(delivery.handle, counts=counts)
+        self._slow.settled(delivery, counts=counts)
         self._claimed.discard(delivery.handle)
 
     def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
