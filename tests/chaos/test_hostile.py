@@ -357,7 +357,7 @@ def test_a_message_that_kills_the_process_is_dead_lettered_after_max_deliveries(
     if broker.kind == "amqp":
         request.applymarker(
             pytest.mark.xfail(
-                strict=True,
+                strict=False,  # timing-dependent: it fails in most runs under load, not all
                 reason="issue 13: on a quorum queue the killer's batch-mates are dead-lettered "
                 "with it ('max deliveries'): handled ones whose coalesced acks were not flushed "
                 "before the kill, and prefetched unstarted ones, are counted by every kill",
