@@ -41,6 +41,8 @@ class ChaosBroker:
         self.port = 5672 if kind == "amqp" else REDIS_PORT
         self.streams = kind == "streams"
         self.queue = f"chaos-{uuid.uuid4().hex[:8]}"
+        self.queue_arguments: dict[str, Any] = {}
+        """AMQP: what the queue is declared with (a quorum queue), by every declare here."""
 
     def url(self, port: int | None = None) -> str:
         port = port or self.port
@@ -100,7 +102,13 @@ class ChaosBroker:
         else:
             with Connection(self.url()) as conn:
                 channel = conn.channel()
-                queue = Queue(self.queue, Exchange(""), routing_key=self.queue, durable=True)
+                queue = Queue(
+                    self.queue,
+                    Exchange(""),
+                    routing_key=self.queue,
+                    durable=True,
+                    queue_arguments=self.queue_arguments or None,
+                )
                 queue.bind(channel).declare()
                 producer = Producer(channel)
                 for body in bodies:
@@ -139,7 +147,10 @@ class ChaosBroker:
             return int(self.client().llen(queue))
         with Connection(self.url()) as conn:
             channel = conn.channel()
-            declared = channel.queue_declare(queue=queue, durable=True, auto_delete=False)
+            arguments = self.queue_arguments if queue == self.queue else {}
+            declared = channel.queue_declare(
+                queue=queue, durable=True, auto_delete=False, arguments=arguments or None
+            )
             return int(declared.message_count)
 
     def dlq_depth(self) -> int:
@@ -258,6 +269,7 @@ class HostProcess:
         workdir: Path,
         *,
         url: str | None = None,
+        app: str = APP,
         **env: Any,
     ) -> None:
         HostProcess.runs += 1
@@ -274,7 +286,7 @@ class HostProcess:
         }
         with self.out.open("w") as out, self.err.open("w") as err:
             self.process = subprocess.Popen(
-                [COMMAND, "run", APP], stdout=out, stderr=err, env=variables, cwd=workdir
+                [COMMAND, "run", app], stdout=out, stderr=err, env=variables, cwd=workdir
             )
         self.started = time.monotonic()
 
@@ -288,7 +300,20 @@ class HostProcess:
 
     def stop(self) -> None:
         if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a host a test left stopped cannot drain
             self.terminate()
+
+    def hang_up(self, timeout: float = 30) -> int:
+        """SIGHUP (a closed terminal, a supervisor's reload): it must drain like SIGTERM."""
+        self.process.send_signal(signal.SIGHUP)
+        return self.process.wait(timeout)
+
+    def freeze(self) -> None:
+        """SIGSTOP: a stall (GC pause, frozen VM) the host does not see coming."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
 
     def events(self) -> list[dict[str, Any]]:
         lines = []
