@@ -45,8 +45,19 @@ class FaultProxy:
 
     def stop(self) -> None:
         self._call(self._reset_all)
+        # Cancel and await every connection's task: a task left pending when the loop stops is
+        # destroyed later, which Python reports as an unraisable exception.
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)

@@ -349,20 +349,11 @@ def test_a_host_stalled_past_its_alive_ttl_re_registers_and_its_kill_strands_not
 
 @pytest.mark.timeout(240)
 def test_a_message_that_kills_the_process_is_dead_lettered_after_max_deliveries(
-    any_broker, ledger, hostile, request
+    any_broker, ledger, hostile
 ):
     """One ``os._exit(1)`` among good messages; the host is restarted each time it dies, as a
     platform would. AMQP runs on a quorum queue (classic queues count no deliveries)."""
     broker = any_broker
-    if broker.kind == "amqp":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=False,  # timing-dependent: it fails in most runs under load, not all
-                reason="issue 13: on a quorum queue the killer's batch-mates are dead-lettered "
-                "with it ('max deliveries'): handled ones whose coalesced acks were not flushed "
-                "before the kill, and prefetched unstarted ones, are counted by every kill",
-            )
-        )
     good, killer, max_deliveries = 300, 5000, 2
     env: dict[str, Any] = {
         "CHAOS_MAX_DELIVERIES": max_deliveries,
