@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,8 @@ from .watchdog import stuck_jobs
 
 #: While handlers run, how long a fetch may block before finished jobs are settled.
 BUSY_POLL = 0.005
+#: How many given-back message ids an instance remembers (see ``_remember_given_back``).
+GIVEN_BACK_MEMORY = 10_000
 
 
 class Consumer:
@@ -92,6 +95,7 @@ class Consumer:
         self._generation = 0
         self._connected_once = False
         self._paused = threading.Event()
+        self._given_back: OrderedDict[str, int] = OrderedDict()
         self.kill_switch = (
             None if options.kill_switch is None else KillSwitchState(options.kill_switch, clock)
         )
@@ -194,6 +198,13 @@ class Consumer:
     def run(self, stop: threading.Event) -> None:
         self._stop = stop
         self.settlement.debug = debug_enabled(self._log)
+        # A restart after a loop failure starts clean: whatever the last run held was given
+        # back by its connection's close, and its executor is gone.
+        self._in_hand = 0
+        self._held = HeldRetries(self._clock)
+        if self.options.partition_by is not None:
+            self._lanes = PartitionLanes(self.options.partition_by)
+        self._generation += 1
         reconnect = Backoff(
             BackoffPolicy(
                 minimum=self.options.reconnect_backoff_min,
@@ -222,8 +233,17 @@ class Consumer:
         finally:
             self.connected = False
             self.consuming = False
+            if stop.is_set():
+                self._finish_running(self._executor)
             self.transport.close()
             self._executor.close(timeout=1.0)
+
+    def _finish_running(self, executor: Executor) -> None:
+        """A stop whose drain lost its connection: let the handlers that run finish their work
+        (the broker delivers their messages again; the host's drain deadline bounds this)."""
+        while executor.running():
+            executor.wait(0.05)
+            executor.finished()
 
     def _connect(self, stop: threading.Event, reconnect: Backoff) -> bool:
         """Connect and subscribe, waiting on the broker circuit; ``False`` if stopped first."""
@@ -234,9 +254,10 @@ class Consumer:
                 # Look again at least every second: another consumer's probe may close it sooner.
                 self._clock.wait(stop, min(max(pause, 0.01), 1.0))
                 continue
+            subscribe = not self.paused
             try:
                 self.transport.connect()
-                if not self.paused:
+                if subscribe:
                     self.transport.start_consuming()
             except BrokerRefused:
                 self._breaker.record_failure()
@@ -250,7 +271,7 @@ class Consumer:
             reconnect.reset()
             self._generation += 1
             self.connected = True
-            self.consuming = not self.paused
+            self.consuming = subscribe  # a pause that came meanwhile gives back in _idle
             self._emit(
                 ConsumerConnected(
                     instance=self.name,
@@ -293,12 +314,8 @@ class Consumer:
     def _forget_unstarted(self) -> None:
         """The connection is gone, and with it every unsettled delivery: the broker gives them
         out again. Jobs not yet started are dropped; running ones finish unsettled."""
-        assert self._executor is not None
-        dropped = len(self._executor.take_back())
-        if self._lanes is not None:
-            dropped += len(self._lanes.take_waiting())
+        self._in_hand -= len(self._take_back_unstarted())
         self._held.take_all()
-        self._in_hand -= dropped
 
     def _consume(self, stop: threading.Event) -> None:
         executor = self._executor
@@ -323,10 +340,12 @@ class Consumer:
             deliveries = transport.fetch(timeout, room)
             self.last_progress = self._clock.now()
             if deliveries and self._paused.is_set():
+                self._remember_given_back(deliveries)
                 transport.requeue(deliveries)  # paused while the fetch waited: take none
                 continue
             for index, delivery in enumerate(deliveries):
                 if stop.is_set():
+                    self._remember_given_back(deliveries[index:])
                     transport.requeue(deliveries[index:])
                     break
                 self._accept(delivery)
@@ -357,16 +376,37 @@ class Consumer:
 
     def _give_back_unstarted(self) -> None:
         """Stop the subscription and return everything fetched but not started."""
-        assert self._executor is not None
-        jobs = self._executor.take_back()
-        if self._lanes is not None:
-            jobs += self._lanes.take_waiting()
+        jobs = self._take_back_unstarted()
         self._in_hand -= len(jobs)
         unstarted = [job.delivery for job in jobs] + self._held.take_all()
+        self._remember_given_back(unstarted)
         self.transport.stop_consuming()
         leftovers = self.transport.fetch(0, 1_000)
         if unstarted or leftovers:
             self.transport.requeue(unstarted + leftovers)
+
+    def _take_back_unstarted(self) -> list[Job]:
+        """Jobs dispatched but not started: out of the executor, out of their lanes."""
+        assert self._executor is not None
+        taken = self._executor.take_back()
+        if self._lanes is None:
+            return taken
+        waiting = self._lanes.take_waiting()
+        for job in taken:
+            self._lanes.drop(job.key)  # it held its key without running: free the key
+        return taken + waiting
+
+    def _remember_given_back(self, deliveries: list[Delivery]) -> None:
+        """A quorum queue counts a give-back as a delivery: remember ours, so they are not
+        mistaken for crashes when the messages come back (see ``_accept``)."""
+        given_back = self._given_back
+        for delivery in deliveries:
+            message_id = delivery.message_id
+            if message_id is not None:
+                given_back[message_id] = given_back.get(message_id, 0) + 1
+                given_back.move_to_end(message_id)
+        while len(given_back) > GIVEN_BACK_MEMORY:
+            given_back.popitem(last=False)
 
     def _drain(self) -> None:
         """Stop taking messages, give back what was not started, finish and settle the rest."""
@@ -396,6 +436,8 @@ class Consumer:
             return
         attempt = delivery.attempt
         count = delivery.delivery_count
+        if count is not None and self._given_back:
+            count -= self._given_back.get(delivery.message_id or "", 0)
         if count is not None and count > self.options.max_deliveries:
             # Handed out this often without an ack or a failure: the handler keeps killing the
             # process. Stop the loop of crashes here.
@@ -408,12 +450,14 @@ class Consumer:
             return
         if settlement.debug:
             self._log.debug("message_received", message_id=delivery.message_id, attempt=attempt)
-        job = Job(
-            delivery=delivery,
-            message=message_for(delivery, body, attempt, self.options.queue),
-            attempt=attempt,
-            generation=self._generation,
-        )
+        try:
+            message = message_for(delivery, body, attempt, self.options.queue)
+        except RecursionError:
+            # Headers nested past what copying can walk: the producer's fault, not the loop's.
+            too_deep = BadMessage("bad_headers", "headers nested too deeply to copy")
+            self._settled_by(settlement.reject_bad_input, delivery, too_deep)
+            return
+        job = Job(delivery=delivery, message=message, attempt=attempt, generation=self._generation)
         self._in_hand += 1
         if self._lanes is not None and not self._lanes.admit(job):
             return  # its key is busy: it runs after the ones before it

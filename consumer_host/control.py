@@ -21,11 +21,11 @@ TOKEN_VARIABLE = "CONSUMER_HOST_CONTROL_TOKEN"  # noqa: S105 - a variable's name
 class Controllable(Protocol):
     """What the control endpoints act on: a host, or a parent of host processes."""
 
-    def pause(self, name: str) -> list[str]: ...
+    def pause(self, name: str, *, wait: float = ...) -> list[str]: ...
 
     def resume(self, name: str) -> list[str]: ...
 
-    def quiet(self) -> None: ...
+    def quiet(self, *, wait: float = ...) -> None: ...
 
 
 def install(router: Router, target: Controllable, token: str, consumers: Iterable[str]) -> None:
@@ -37,20 +37,26 @@ def install(router: Router, target: Controllable, token: str, consumers: Iterabl
     expected = token.encode()
     for name in consumers:
         router.add(
-            "POST", f"/consumers/{name}/pause", _guarded(expected, _acting(target.pause, name))
+            "POST", f"/consumers/{name}/pause", _guarded(expected, _acting(_at_once(target), name))
         )
         router.add(
             "POST", f"/consumers/{name}/resume", _guarded(expected, _acting(target.resume, name))
         )
 
     def quiet() -> dict[str, object]:
-        target.quiet()
+        target.quiet(wait=0.0)
         return {"quiet": True}
 
     router.add("POST", "/quiet", _guarded(expected, quiet))
 
 
 Action = Callable[[], dict[str, object]]
+
+
+def _at_once(target: Controllable) -> Callable[[str], list[str]]:
+    """Pause without waiting for intake to stop: the health server's one thread must keep
+    answering probes. Callers that want to wait poll ``/status`` (the CLI does)."""
+    return lambda name: target.pause(name, wait=0.0)
 
 
 def _acting(method: Callable[[str], list[str]], name: str) -> Action:

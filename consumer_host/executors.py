@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .clock import SYSTEM_CLOCK
 from .handling import Handler, Job, run_async, run_sync
 
 _STOP = object()
@@ -107,6 +108,11 @@ class _Finished:
         return jobs
 
     def wait(self, timeout: float) -> None:
+        if self._jobs:
+            return
+        # take() may have emptied the deque after a put() set the event: clear, look again,
+        # then wait, or this would return at once for ever (a busy loop).
+        self._ready.clear()
         if not self._jobs:
             self._ready.wait(timeout)
 
@@ -184,8 +190,10 @@ class ThreadExecutor:
     def close(self, timeout: float) -> None:
         for _ in self._threads:
             self._queue.put(_STOP)
+        # One deadline for all K, not K timeouts; real time, as joins are real waits.
+        deadline = SYSTEM_CLOCK.now() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - SYSTEM_CLOCK.now()))
 
 
 class AsyncExecutor:

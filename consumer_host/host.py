@@ -496,14 +496,15 @@ class Host:
 
     # -- run-time control ---------------------------------------------------------------------
 
-    def pause(self, name: str) -> list[str]:
+    def pause(self, name: str, *, wait: float = 5.0) -> list[str]:
         """Stop the consumer ``name`` (all its instances) taking messages; what is in flight
-        finishes, prefetched messages go back to the queue. Returns the instances paused."""
+        finishes, prefetched messages go back to the queue. Returns the instances, once their
+        intake has stopped or after ``wait`` seconds (0: at once; see ``intake_closed``)."""
         consumers = self._consumers_of(name, "pause")
         for consumer in consumers:
             consumer.pause()
-        self._await_intake_closed(consumers)
         _log.warning("consumer_paused", host=self.name, worker=name)
+        self._await_intake_closed(consumers, wait)
         return [consumer.name for consumer in consumers]
 
     def resume(self, name: str) -> list[str]:
@@ -516,19 +517,24 @@ class Host:
         _log.info("consumer_resumed", host=self.name, worker=name)
         return [consumer.name for consumer in consumers]
 
-    def quiet(self) -> None:
+    def quiet(self, *, wait: float = 5.0) -> None:
         """Every consumer stops taking messages and /readyz answers 503, so a deploy can stop
         intake before SIGTERM (Sidekiq's quiet). There is no way back but a restart."""
         self._quiet = True
         consumers = self._consumers()
         for consumer in consumers:
             consumer.pause()
-        self._await_intake_closed(consumers)
         _log.warning("host_quiet", host=self.name, detail="no consumer takes new messages")
+        self._await_intake_closed(consumers, wait)
 
-    def _await_intake_closed(self, consumers: list[Consumer], timeout: float = 5.0) -> None:
-        """Return once every running consumer has stopped its subscription, so that a caller
-        told "paused" can rely on it (a consumer in a fetch notices within a poll interval)."""
+    def intake_closed(self, name: str | None = None) -> bool:
+        """Every running instance of ``name`` (or of every consumer) has stopped taking
+        messages: its subscription is cancelled and what it had prefetched was given back."""
+        consumers = self._consumers() if name is None else self._consumers_of(name, "inspect")
+        return all(consumer.intake_closed() for consumer in consumers)
+
+    def _await_intake_closed(self, consumers: list[Consumer], timeout: float) -> None:
+        # A consumer inside a fetch notices within a poll interval. Real time: a real wait.
         deadline = SYSTEM_CLOCK.now() + timeout
         waiting = threading.Event()
         while SYSTEM_CLOCK.now() < deadline and not all(

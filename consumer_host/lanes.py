@@ -42,6 +42,11 @@ class PartitionLanes:
             return None
         return waiting.popleft()
 
+    def drop(self, key: Any) -> None:
+        """The job holding ``key`` was taken back unstarted (its lane was emptied first)."""
+        if not self._lanes.get(key):
+            self._lanes.pop(key, None)
+
     def take_waiting(self) -> list[Job]:
         """Remove every waiting job; the keys of running jobs stay taken."""
         taken = [job for waiting in self._lanes.values() for job in waiting]

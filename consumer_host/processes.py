@@ -103,14 +103,14 @@ class ProcessParent(Host):
     def consumer_names(self) -> list[str]:
         return self._app_consumers
 
-    def pause(self, name: str) -> list[str]:
+    def pause(self, name: str, *, wait: float = 0.0) -> list[str]:
         """Pause ``name`` in every child (each pauses its own instances)."""
         return self._tell_children(f"/consumers/{name}/pause")
 
     def resume(self, name: str) -> list[str]:
         return self._tell_children(f"/consumers/{name}/resume")
 
-    def quiet(self) -> None:
+    def quiet(self, *, wait: float = 0.0) -> None:
         self._quiet = True
         self._tell_children("/quiet")
 

@@ -92,8 +92,9 @@ def stuck_jobs(jobs: list[Job], now: float, stuck_after: float) -> list[dict[str
 
 def stack_of(job: Job) -> str:
     """The stack a job's handler is in now: its thread's frames, or its task's coroutines."""
-    if job.task is not None:
-        frames = _awaiting_frames(job.task.get_coro())[-STACK_LIMIT:]
+    task = job.task  # read once: the loop thread clears it when the task ends
+    if task is not None:
+        frames = _awaiting_frames(task.get_coro())[-STACK_LIMIT:]
         summary = traceback.StackSummary.extract((frame, frame.f_lineno) for frame in frames)
         return "".join(summary.format()) or "(the task has no frames)"
     frame = sys._current_frames().get(job.thread_id) if job.thread_id is not None else None

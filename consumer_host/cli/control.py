@@ -7,10 +7,12 @@ They call the host's control endpoints (``POST /consumers/NAME/pause`` ...), add
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import click
 
+from consumer_host.clock import SYSTEM_CLOCK
 from consumer_host.control import TOKEN_VARIABLE
 
 from .common import BrokerFail, Fail, get_json, url_option
@@ -39,13 +41,32 @@ def _call(url: str, path: str) -> dict[str, Any]:
     raise BrokerFail(f"{url}{path} answered {code}: {document.get('error', document)}")
 
 
+def _intake_closed(url: str, worker: str | None) -> bool:
+    """Wait (10 s at most) until /status shows the consumers' intake stopped."""
+    deadline = SYSTEM_CLOCK.now() + 10.0
+    while True:
+        code, document = get_json(url, "/status")
+        records = [
+            r
+            for r in document.get("instances", [])
+            if "queue" in r and (worker is None or r.get("worker") == worker)
+        ]
+        if code == 200 and all(r.get("paused") and not r.get("consuming") for r in records):
+            return True
+        if SYSTEM_CLOCK.now() > deadline:
+            return False
+        threading.Event().wait(0.1)
+
+
 @click.command()
 @click.argument("name")
 @url_option
 def pause(name: str, url: str) -> None:
     """Stop consumer NAME taking messages (in-flight ones finish; the rest stay queued)."""
     document = _call(url, f"/consumers/{name}/pause")
-    click.echo(f"paused {_instances(document)}")
+    closed = _intake_closed(url, name)
+    note = "" if closed else " (intake is still closing: a fetch or a give-back is slow)"
+    click.echo(f"paused {_instances(document)}{note}")
 
 
 @click.command()
@@ -62,4 +83,8 @@ def resume(name: str, url: str) -> None:
 def quiet(url: str) -> None:
     """Stop every consumer taking messages and make /readyz 503, before a SIGTERM."""
     _call(url, "/quiet")
-    click.echo("quiet: no consumer takes new messages; stop the host when in-flight work ends")
+    closed = _intake_closed(url, None)
+    note = "" if closed else " (intake is still closing)"
+    click.echo(
+        f"quiet: no consumer takes new messages; stop the host when in-flight work ends{note}"
+    )

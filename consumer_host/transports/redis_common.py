@@ -74,7 +74,9 @@ def translated(action: str, url: str, queue: str) -> Iterator[None]:
         raise BrokerUnavailable(f"cannot {Place(action, url, queue)}: {describe(exc)}") from exc
     except redis_errors.ResponseError as exc:
         text = str(exc)
-        transient = text.startswith(("LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN"))
+        transient = text.startswith(
+            ("LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "BUSY", "OOM", "MISCONF")
+        )
         error = BrokerUnavailable if transient else BrokerRefused
         raise error(f"cannot {Place(action, url, queue)}: {describe(exc)}") from exc
 
