@@ -195,3 +195,31 @@ def test_queue_arguments_declare_a_quorum_queue(amqp_broker, queue):
     channel = amqp_broker.conn.channel()
     with pytest.raises(Exception, match=r"PRECONDITION_FAILED|inequivalent"):
         channel.queue_declare(queue=queue, durable=True, auto_delete=False)
+
+
+def test_with_heartbeats_off_a_finished_ack_still_goes_within_50_ms(amqp_broker):
+    """heartbeat=0 is valid; acks must not then wait for the owner's next fetch."""
+    from consumer_host.transports.base import QueueSpec
+    from consumer_host.transports.kombu_transport import KombuTransport
+
+    from .brokers import AMQP_URL, rabbit_unacked, unique_queue
+    from .helpers import wait_until
+
+    queue = unique_queue()
+    amqp_broker.publish(queue, {"n": 1})
+    amqp_broker.publish(queue, {"n": 2})
+    transport = KombuTransport(
+        AMQP_URL, QueueSpec(queue=queue, dead_letter=f"{queue}.dlq"), heartbeat=0
+    )
+    transport.connect()
+    transport.start_consuming()
+    try:
+        got: list = []
+        wait_until(lambda: got.extend(transport.fetch(0.2, 10)) or got, timeout=10)
+        transport.ack(got.pop())  # the first settle ends slow start (its ack goes at once)
+        wait_until(lambda: got.extend(transport.fetch(0.2, 10)) or got, timeout=10)
+        transport.ack(got.pop())  # coalesced: due in 50 ms
+        # The owner now sits in a long handler: no fetch. Only the keeper can send it.
+        wait_until(lambda: rabbit_unacked(queue) == 0 and amqp_broker.depth(queue) == 0, 5)
+    finally:
+        transport.close()

@@ -418,3 +418,17 @@ def test_what_the_list_producer_writes_is_read_back_whole(client, queue, redis_b
         "m-2",
     )
     assert delivery.defect is None
+
+
+def test_a_reconnect_in_the_same_process_counts_no_delivery(client, queue, transports):
+    """A broken link is not a crash: what this process held comes back uncounted."""
+    push(client, queue, {"n": 1})
+    transport = transports(queue)
+    (held,) = fetch_until(transport, 1)
+    transport.discard()  # the link broke; the process lives
+    transport.connect()
+    transport.start_consuming()
+    (again,) = fetch_until(transport, 1)
+    assert again.body == held.body
+    assert again.delivery_count == 1
+    assert not again.redelivered

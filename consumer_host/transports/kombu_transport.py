@@ -108,7 +108,7 @@ class KombuTransport:
                 self._channel.auto_decode = False
             self._routed = RoutedChannel(conn.channel(), amqp_broker=self.is_amqp)
             self._declare(conn)
-        if self._heartbeat:
+        if self._heartbeat or self._coalesce:
             self._keeper_stop = threading.Event()
             self._keeper = threading.Thread(
                 target=self._keep_alive, name=f"heartbeat:{self.spec.queue}", daemon=True
@@ -294,7 +294,8 @@ class KombuTransport:
     def _keep_alive(self) -> None:
         """While the owner thread is in a handler: send heartbeats (frames only, no reads), and
         acks once they are ``max_ack_delay`` old."""
-        beat = max(0.5, self._heartbeat / 3)
+        # With heartbeats off (heartbeat=0) the keeper still sends due acks.
+        beat = max(0.5, self._heartbeat / 3) if self._heartbeat else 3600.0
         clock, ledger, stop = self._clock, self._ledger, self._keeper_stop
         next_beat = clock.now() + beat
         while not stop.is_set():
@@ -323,7 +324,7 @@ class KombuTransport:
                 if conn is not None and conn.connection is not None:
                     if acks_due:
                         self._flush_acks()
-                    if beat_due:
+                    if beat_due and self._heartbeat:
                         conn.connection.send_heartbeat()
             except Exception:  # noqa: BLE001, S110 - the owner thread will see the failure
                 pass

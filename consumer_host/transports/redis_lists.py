@@ -92,6 +92,7 @@ class RedisListTransport:
         """How often this consumer came back from a stall to find it had been swept."""
         self._redis: redis.Redis | None = None
         self._ready = False
+        self._connected_before = False
         self._consuming = False
         self._slow = SlowStart(spec.prefetch)
         self._promotion = Cadence(clock, _PROMOTE_AT_LEAST_EVERY, jitter=0.25)
@@ -125,8 +126,13 @@ class RedisListTransport:
             self._requeue = client.register_script(scripts.LIST_REQUEUE)
             self._promote = client.register_script(scripts.LIST_PROMOTE_DUE)
             self._register(client)
-            # A previous run with this id (same pod, restarted) died holding these.
-            self._recover_own(keys=[self.keys_processing, self.spec.queue], args=["count"])
+            # What our processing list holds goes back to the queue: on the first connect, a
+            # previous process with this id (same pod, restarted) died holding it, and each
+            # counts a delivery; on a reconnect it is what this process fetched before the link
+            # broke, which says nothing about the messages (no count).
+            mode = "as-is" if self._connected_before else "count"
+            self._recover_own(keys=[self.keys_processing, self.spec.queue], args=[mode])
+            self._connected_before = True
             self._ready = True
         self._keeper_stop = threading.Event()
         threading.Thread(
