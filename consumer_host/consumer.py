@@ -41,6 +41,8 @@ from .watchdog import stuck_jobs
 
 #: While handlers run, how long a fetch may block before finished jobs are settled.
 BUSY_POLL = 0.005
+#: Handler outcomes that say nothing about a downstream (the kill switch ignores them).
+NOT_DOWNSTREAM_FAILURES = (Reject, Defer)
 #: How many given-back message ids an instance remembers (see ``_remember_given_back``).
 GIVEN_BACK_MEMORY = 10_000
 
@@ -478,20 +480,29 @@ class Consumer:
                 following = self._lanes.release(job.key)
                 if following is not None:
                     executor.submit([following])
+        finish, refusals, switch = self.settlement.finish, self._refusals, self.kill_switch
         for job in jobs:
             if job.generation != self._generation:
                 self._log.debug(
                     "message_unsettled_after_reconnect", message_id=job.delivery.message_id
                 )
                 continue
-            self._settled_by(lambda _d, j: self.settlement.finish(j), job.delivery, job)
-            if self.kill_switch is not None:
-                self._watch_outcome(self.kill_switch, job.error)
+            try:
+                finish(job)
+            except CopyRefused as refused:
+                self._refused(job.delivery, refused)
+            else:
+                if refusals.attempt:
+                    refusals.reset()
+            if switch is not None:
+                error = job.error
+                failed = error is not None and not isinstance(error, NOT_DOWNSTREAM_FAILURES)
+                changed = switch.record(failed)
+                if changed is not None:
+                    self._switched(switch, changed)
         self.last_progress = self._clock.now()
 
-    def _watch_outcome(self, switch: KillSwitchState, error: BaseException | None) -> None:
-        failed = error is not None and not isinstance(error, Reject | Defer)
-        changed = switch.record(failed)
+    def _switched(self, switch: KillSwitchState, changed: SwitchState) -> None:
         if changed is SwitchState.OPEN:
             self._log.warning(
                 "kill_switch_open",
@@ -511,12 +522,16 @@ class Consumer:
         try:
             settle(delivery, arg)
         except CopyRefused as refused:
-            self.settlement.counters.refused += 1
-            delay = self._refusals.next()
-            self._log.warning(
-                "copy_refused", message_id=delivery.message_id, error=str(refused), delay=delay
-            )
-            self._clock.wait(self._stop, delay)
+            self._refused(delivery, refused)
         else:
             if self._refusals.attempt:
                 self._refusals.reset()
+
+    def _refused(self, delivery: Delivery, refused: CopyRefused) -> None:
+        """The broker refused a copy: the original is back in the queue; back off, go on."""
+        self.settlement.counters.refused += 1
+        delay = self._refusals.next()
+        self._log.warning(
+            "copy_refused", message_id=delivery.message_id, error=str(refused), delay=delay
+        )
+        self._clock.wait(self._stop, delay)

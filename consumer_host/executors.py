@@ -14,12 +14,15 @@ back (a drain, a pause, a lost connection gives them to the broker again).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import signal
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from structlog.contextvars import bind_contextvars
 
 from .clock import SYSTEM_CLOCK
 from .handling import Handler, Job, run_async, run_sync
@@ -63,9 +66,12 @@ class InlineExecutor:
         self._current: Job | None = None
 
     def submit(self, jobs: list[Job]) -> None:
+        if self._context:  # bound once, on the connection thread the handlers run on
+            bind_contextvars(**self._context)
+            self._context = {}
         for job in jobs:
             self._current = job
-            run_sync(self._handler, job, self._now, self._context)
+            run_sync(self._handler, job, self._now)
             self._current = None
             self._done.append(job)
 
@@ -146,6 +152,7 @@ class ThreadExecutor:
     def _work(self) -> None:
         # Signals belong to the main thread (see Supervisor._run).
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+        bind_contextvars(**self._context)  # once per thread; run_sync adds the message id
         ident = threading.get_ident()
         while True:
             job = self._queue.get()
@@ -156,7 +163,7 @@ class ThreadExecutor:
                     continue
                 job.started = self._now()
                 self._running[ident] = job
-            run_sync(self._handler, job, self._now, self._context)
+            run_sync(self._handler, job, self._now)
             with self._lock:
                 del self._running[ident]
             self._done.put(job)
@@ -217,12 +224,17 @@ class AsyncExecutor:
         self._running: set[Job] = set()
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
+        self._task_context = contextvars.copy_context()  # replaced on the loop's own thread
         self._thread = threading.Thread(target=self._serve, name=f"{name}:loop", daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
         asyncio.set_event_loop(self._loop)
+        bind_contextvars(**self._context)
+        # Each task gets a copy of this context (a task shared with others would see their
+        # message ids): instance and queue bound once, the message id by run_async.
+        self._task_context = contextvars.copy_context()
         try:
             self._loop.run_forever()
         finally:
@@ -242,10 +254,10 @@ class AsyncExecutor:
                 job = self._waiting.popleft()
                 job.started = self._now()
                 self._running.add(job)
-            job.task = self._loop.create_task(self._run(job))
+            job.task = self._loop.create_task(self._run(job), context=self._task_context.copy())
 
     async def _run(self, job: Job) -> None:
-        await run_async(self._handler, job, self._now, self._context)
+        await run_async(self._handler, job, self._now)
         with self._lock:
             self._running.discard(job)
         job.task = None

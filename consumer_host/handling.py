@@ -79,15 +79,18 @@ class HandlerReturnedAwaitable(Exception):
     """A plain handler returned a coroutine or other awaitable: it never ran."""
 
 
-def run_sync(handler: Handler, job: Job, now: Callable[[], float], context: dict[str, Any]) -> None:
-    """Run a plain handler for ``job``, recording its outcome on the job. Never raises."""
+def run_sync(handler: Handler, job: Job, now: Callable[[], float]) -> None:
+    """Run a plain handler for ``job``, recording its outcome on the job. Never raises.
+
+    The handler's log lines carry ``message_id`` (and, bound once per thread by the executor,
+    ``instance`` and ``queue``), through structlog and stdlib logging alike."""
     job.started = now()
     job.thread_id = threading.get_ident()
-    tokens = bind_contextvars(message_id=job.delivery.message_id, **context)
+    tokens = bind_contextvars(message_id=job.delivery.message_id)
     began = perf_counter()
     try:
         result = handler(job.message)
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()  # no "never awaited" warning: the failure says it instead
             raise HandlerReturnedAwaitable(
@@ -101,12 +104,10 @@ def run_sync(handler: Handler, job: Job, now: Callable[[], float], context: dict
         reset_contextvars(**tokens)
 
 
-async def run_async(
-    handler: Handler, job: Job, now: Callable[[], float], context: dict[str, Any]
-) -> None:
+async def run_async(handler: Handler, job: Job, now: Callable[[], float]) -> None:
     """Await an ``async def`` handler for ``job``, recording its outcome. Never raises."""
     job.started = now()
-    tokens = bind_contextvars(message_id=job.delivery.message_id, **context)
+    tokens = bind_contextvars(message_id=job.delivery.message_id)
     began = perf_counter()
     try:
         await handler(job.message)
