@@ -25,15 +25,34 @@ def trim(client: redis.Redis, stream: str) -> None:
         client.xtrim(stream, minid=floor, approximate=True)
 
 
+# KEYS: stream; ARGV: group, consumer, idle ms. Check and delete in one step: a consumer that
+# read something between a separate XINFO and DELCONSUMER would lose its pending entries.
+_FORGET_IF_STALE = """
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
+  if info['name'] == ARGV[2] then
+    if tonumber(info['pending']) == 0 and tonumber(info['idle']) > tonumber(ARGV[3]) then
+      return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+    end
+    return -1
+  end
+end
+return -1
+"""
+
+
 def forget_stale_consumers(
     client: redis.Redis, stream: str, group: str, *, keep: str, idle: float
 ) -> None:
     """Delete the group's consumers (other than ``keep``) that own nothing and were idle for
     ``idle`` seconds: deleting one that still owned entries would drop them."""
+    forget = client.register_script(_FORGET_IF_STALE)
+    idle_ms = int(idle * 1000)
     for info in client.xinfo_consumers(stream, group):
         name = text(info["name"])
-        if name != keep and info["pending"] == 0 and info["idle"] > idle * 1000:
-            client.xgroup_delconsumer(stream, group, name)
+        if name != keep and info["pending"] == 0 and info["idle"] > idle_ms:
+            forget(keys=[stream], args=[group, name, idle_ms])  # checked again, atomically
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
