@@ -12,6 +12,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+
 from .decoding import BadMessage, preview
 from .errors import Defer, Reject
 from .handling import Job, describe_error
@@ -34,7 +36,12 @@ def defer_step(seconds: float) -> float:
 
 
 def debug_enabled(log: Any) -> bool:
-    """Whether ``log`` would emit DEBUG lines (structlog's stdlib and filtering loggers)."""
+    """Whether ``log`` would emit DEBUG lines (structlog's stdlib and filtering loggers).
+
+    Unconfigured structlog prints everything; per-message lines then stay off, as if at INFO,
+    until someone (the CLI, ``Host.run()``, the application) configures logging."""
+    if not structlog.is_configured():
+        return False
     for check in ("isEnabledFor", "is_enabled_for"):
         method = getattr(log, check, None)
         if callable(method):
