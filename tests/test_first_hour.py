@@ -89,6 +89,26 @@ class TestOptionMistakes:
         assert line.startswith("consumer-host: error: APP 'app.py' (app.py line 6): ")
         assert line.endswith(message.split(": ", 1)[1])
 
+    def test_a_misspelt_keyword_is_one_line_that_suggests_the_option(self, tmp_path):
+        write_app(
+            tmp_path,
+            """
+            from consumer_host import Host
+
+            host = Host("shop")
+
+
+            @host.consumer("orders", queue="orders", prefech=5)
+            def handle(message):
+                pass
+            """,
+        )
+        result = cli("run", "app.py", cwd=tmp_path)
+        assert result.returncode == 2
+        line = one_line_error(result)
+        assert "unknown option 'prefech'; did you mean 'prefetch'?" in line
+        assert "Traceback" not in result.stderr
+
     def test_a_mistake_in_a_module_the_app_imports_names_that_module(self, tmp_path):
         write_app(tmp_path, "", "shop/__init__.py")
         write_app(
