@@ -7,9 +7,9 @@ where handlers run behind :class:`~.executors.Executor`, and how a message leave
 and tasks hand finished jobs back to it.
 
 Handler failures are message failures (retry, then dead-letter); they never end the loop.
-Broker errors are retried here, with backoff, through the broker circuit shared by every
-consumer of the same broker; only a permanent broker error (bad credentials, ...) or a bug
-escapes to the supervisor.
+Broker errors are retried through :class:`~.connection.BrokerLink`, with backoff, behind the
+broker circuit shared by every consumer of the same broker; only a permanent broker error (bad
+credentials, ...) or a bug escapes to the supervisor.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from typing import Any
 import structlog
 
 from .backoff import Backoff, BackoffPolicy
-from .breaker import BreakerState, CircuitBreaker
+from .breaker import CircuitBreaker
 from .clock import SYSTEM_CLOCK, Clock
+from .connection import BrokerLink
 from .decoding import BadMessage, decode
-from .errors import BrokerError, BrokerRefused, BrokerUnavailable, CopyRefused, Defer, Reject
-from .events import ConsumerConnected, ConsumerDisconnected, EventHook
+from .errors import BrokerUnavailable, CopyRefused, Defer, Reject
+from .events import EventHook
 from .executors import Executor, executor_for
 from .handling import Handler, Job, is_async, message_for
 from .held import HeldRetries
@@ -73,12 +74,21 @@ class Consumer:
         self.options = options
         self.transport = transport
         self.asynchronous = is_async(handler)
-        self._breaker = breaker
-        self._broker = broker
-        self._emit = emit
         self._clock = clock
-        self._rand = rand
-        self._registered = registered or name
+        self._link = BrokerLink(
+            transport,
+            breaker,
+            backoff=BackoffPolicy(
+                minimum=options.reconnect_backoff_min, maximum=options.reconnect_backoff_max
+            ),
+            clock=clock,
+            emit=emit,
+            instance=name,
+            worker=registered or name,
+            queue=options.queue,
+            broker=broker,
+            rand=rand,
+        )
         self._log = structlog.get_logger("consumer_host.consumer").bind(
             host=host, worker=registered or name, instance=name, queue=options.queue
         )
@@ -95,7 +105,6 @@ class Consumer:
         self._in_hand = 0  # dispatched and not yet settled (waiting, queued or running)
         self._lanes = None if options.partition_by is None else PartitionLanes(options.partition_by)
         self._generation = 0
-        self._connected_once = False
         self._paused = threading.Event()
         self._given_back: OrderedDict[str, int] = OrderedDict()
         self.kill_switch = (
@@ -105,12 +114,18 @@ class Consumer:
         self._refusals = Backoff(
             BackoffPolicy(minimum=self.options.reconnect_backoff_min, maximum=30.0), rand=rand
         )
-        self.connected = False
         self.consuming = False
-        self.reconnects = 0
         self.last_progress = clock.now()
 
     # -- what the host reads ----------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._link.connected
+
+    @property
+    def reconnects(self) -> int:
+        return self._link.reconnects
 
     @property
     def counters(self) -> Any:
@@ -207,13 +222,6 @@ class Consumer:
         if self.options.partition_by is not None:
             self._lanes = PartitionLanes(self.options.partition_by)
         self._generation += 1
-        reconnect = Backoff(
-            BackoffPolicy(
-                minimum=self.options.reconnect_backoff_min,
-                maximum=self.options.reconnect_backoff_max,
-            ),
-            rand=self._rand,
-        )
         self._executor = executor_for(
             self.handler,
             concurrency=self.options.concurrency,
@@ -224,16 +232,20 @@ class Consumer:
         )
         try:
             while not stop.is_set():
-                if not self._connect(stop, reconnect):
+                subscribe = not self.paused
+                if not self._link.open(stop, subscribe=subscribe):
                     return
+                self._generation += 1
+                self.consuming = subscribe  # a pause that came meanwhile gives back in _idle
                 try:
                     self._consume(stop)
                 except BrokerUnavailable as exc:
-                    self._breaker.record_failure()
-                    if self._disconnected(stop, exc, self._reconnect_delay(reconnect)):
+                    self.consuming = False
+                    self._forget_unstarted()
+                    if self._link.lost(stop, exc):
                         return
         finally:
-            self.connected = False
+            self._link.connected = False
             self.consuming = False
             if stop.is_set():
                 self._finish_running(self._executor)
@@ -246,72 +258,6 @@ class Consumer:
         while executor.running():
             executor.wait(0.05)
             executor.finished()
-
-    def _connect(self, stop: threading.Event, reconnect: Backoff) -> bool:
-        """Connect and subscribe, waiting on the broker circuit; ``False`` if stopped first."""
-        while not stop.is_set():
-            if not self._breaker.allow():
-                retry_at = self._breaker.retry_at()
-                pause = 1.0 if retry_at is None else retry_at - self._clock.now()
-                # Look again at least every second: another consumer's probe may close it sooner.
-                self._clock.wait(stop, min(max(pause, 0.01), 1.0))
-                continue
-            subscribe = not self.paused
-            try:
-                self.transport.connect()
-                if subscribe:
-                    self.transport.start_consuming()
-            except BrokerRefused:
-                self._breaker.record_failure()
-                raise
-            except BrokerUnavailable as exc:
-                self._breaker.record_failure()
-                if self._disconnected(stop, exc, self._reconnect_delay(reconnect)):
-                    return False
-                continue
-            self._breaker.record_success()
-            reconnect.reset()
-            self._generation += 1
-            self.connected = True
-            self.consuming = subscribe  # a pause that came meanwhile gives back in _idle
-            self._emit(
-                ConsumerConnected(
-                    instance=self.name,
-                    worker=self._registered,
-                    queue=self.options.queue,
-                    broker=self._broker,
-                    reconnect=self._connected_once,
-                )
-            )
-            if self._connected_once:
-                self.reconnects += 1
-            self._connected_once = True
-            return True
-        return False
-
-    def _reconnect_delay(self, reconnect: Backoff) -> float:
-        """Our own backoff while the broker circuit is closed; once it is open the circuit
-        paces the retries (one probe per cool-down), and a closed circuit lets us in at once."""
-        if self._breaker.state is BreakerState.CLOSED:
-            return reconnect.next()
-        return 0.0
-
-    def _disconnected(self, stop: threading.Event, error: BrokerError, delay: float) -> bool:
-        """Report a lost or failed connection and back off; ``True`` if stopped meanwhile."""
-        self.connected = self.consuming = False
-        self.transport.discard()
-        self._forget_unstarted()
-        self._emit(
-            ConsumerDisconnected(
-                instance=self.name,
-                worker=self._registered,
-                queue=self.options.queue,
-                broker=self._broker,
-                error=str(error),
-                delay=delay,
-            )
-        )
-        return self._clock.wait(stop, delay)
 
     def _forget_unstarted(self) -> None:
         """The connection is gone, and with it every unsettled delivery: the broker gives them
