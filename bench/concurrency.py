@@ -12,7 +12,6 @@ unacked was left for redelivery); otherwise the row says FAILED and why.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -41,7 +40,7 @@ class Contestant:
     """One row: how to publish for it and how to start it."""
 
     name: str
-    kind: str  # "consumer-host", "dramatiq" or "celery"
+    kind: str  # "consumer-host", "dramatiq", "celery", or "alone" (no broker: the ceiling)
     style: str = "sync"  # consumer-host: "sync" or "async"
     pool: int = 1
     concurrency: int = 1
@@ -67,6 +66,8 @@ class Contestant:
                 "10",
             ]
             return [*command, "--processes", str(self.processes)] if self.processes > 1 else command
+        if self.kind == "alone":
+            return [*python, "bench.alone"]
         if self.kind == "dramatiq":
             return [
                 *python,
@@ -110,10 +111,13 @@ class Outcome:
     peak: dict[str, int] = field(default_factory=dict)
     rabbit_connections: int | None = None
     cpu_per_1000: float | None = None
+    log_tail: str = ""  # the contestant's last output, when it failed
 
 
 def io_contestants() -> list[Contestant]:
     return [
+        Contestant("no broker: 64 asyncio tasks alone (ceiling)", "alone", "async", 1, 64),
+        Contestant("no broker: 64 threads alone (ceiling)", "alone", "sync", 1, 64),
         Contestant("consumer-host async, pool 1 x concurrency 64", "consumer-host", "async", 1, 64),
         Contestant("consumer-host sync, pool 1 x concurrency 64", "consumer-host", "sync", 1, 64),
         Contestant(
@@ -148,6 +152,8 @@ def processes_supported() -> bool:
 
 def publish(contestant: Contestant, run: Run) -> None:
     """N messages in the form the contestant reads, on a queue only this run uses."""
+    if contestant.kind == "alone":
+        return
     if contestant.kind == "dramatiq":
         from dramatiq import Message
 
@@ -181,6 +187,7 @@ def publish(contestant: Contestant, run: Run) -> None:
 
 
 def left_in_queue(queue: str) -> int:
+    """Messages ready or unacked on ``queue`` (0 if it was never declared)."""
     with Connection(AMQP_URL) as conn:
         return int(conn.channel().queue_declare(queue, passive=True).message_count)
 
@@ -236,23 +243,25 @@ def run_once(contestant: Contestant, total: int, work: str) -> Outcome:
     try:
         publish(contestant, run)
         with tempfile.TemporaryFile() as log:
-            process = subprocess.Popen(
-                contestant.command(run),
-                cwd=ROOT,
-                env={**os.environ, **contestant.env(run)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
             try:
-                watch(process, run, client, outcome)
-            finally:
-                stop(process)
-            log.seek(0)
-            tail = log.read()[-1500:].decode(errors="replace")
-        judge(run, client, outcome, tail)
-    except Exception as exc:
-        outcome.failure = f"{type(exc).__name__}: {exc}"
+                process = subprocess.Popen(
+                    contestant.command(run),
+                    cwd=ROOT,
+                    env={**os.environ, **contestant.env(run)},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                try:
+                    watch(process, run, client, outcome)
+                finally:
+                    stop(process)
+                judge(contestant, run, client, outcome)
+            except Exception as exc:
+                outcome.failure = f"{type(exc).__name__}: {exc}"
+            if outcome.failure:
+                log.seek(0)
+                outcome.log_tail = log.read()[-800:].decode(errors="replace")
     finally:
         purge(run, client)
     return outcome
@@ -263,11 +272,10 @@ def watch(
 ) -> None:
     """Poll the tally and the process tree until N are handled, the run stalls, or it dies."""
     peak = {"processes": 0, "threads": 0, "amqp": 0, "redis": 0}
-    amqp_ports: set[int] = set()
     progress, last_count, cpu_start = time.monotonic(), 0, None
     while True:
-        count = int(client.get(run.key) or 0)
         shot = proctree.sample(process.pid)
+        count = int(client.get(run.key) or 0)
         for name, value in (
             ("processes", shot.processes),
             ("threads", shot.threads),
@@ -275,11 +283,10 @@ def watch(
             ("redis", shot.count(proctree.REDIS_PORT)),
         ):
             peak[name] = max(peak[name], value)
-        amqp_ports |= shot.connections.get(proctree.AMQP_PORT, set())
         if count and cpu_start is None:
             cpu_start = (count, shot.cpu_seconds)
         if count >= run.total:
-            if cpu_start is not None and count > cpu_start[0]:
+            if cpu_start is not None and count > cpu_start[0] and shot.processes:
                 spent = shot.cpu_seconds - cpu_start[1]
                 outcome.cpu_per_1000 = spent / (count - cpu_start[0]) * 1000
             outcome.rabbit_connections = rabbit_connections(
@@ -288,7 +295,7 @@ def watch(
             break
         if count != last_count:
             progress, last_count = time.monotonic(), count
-        if process.poll() is not None:
+        if process.poll() is not None and int(client.get(run.key) or 0) < run.total:
             raise RuntimeError(f"the contestant exited with {process.returncode} at {count}")
         if time.monotonic() - progress > STALL_SECONDS:
             raise RuntimeError(f"no progress for {STALL_SECONDS:.0f} s at {count}/{run.total}")
@@ -297,11 +304,11 @@ def watch(
     time.sleep(SETTLE_SECONDS)
 
 
-def judge(run: Run, client: redis.Redis, outcome: Outcome, tail: str) -> None:
+def judge(contestant: Contestant, run: Run, client: redis.Redis, outcome: Outcome) -> None:
     """Exactly N handled and nothing left on the queue, or the run failed."""
     count = int(client.get(run.key) or 0)
     first, last = client.get(f"{run.key}:first"), client.get(f"{run.key}:last")
-    left = left_in_queue(run.queue)
+    left = 0 if contestant.kind == "alone" else left_in_queue(run.queue)
     if count != run.total:
         outcome.failure = f"handled {count} of {run.total}"
     elif left:
@@ -311,5 +318,3 @@ def judge(run: Run, client: redis.Redis, outcome: Outcome, tail: str) -> None:
     if outcome.failure is None and first and last:
         seconds = float(last) - float(first)
         outcome.rate = (run.total - 1) / seconds if seconds > 0 else float("inf")
-    elif outcome.failure:
-        outcome.failure += " | " + json.dumps(tail[-300:])

@@ -46,7 +46,7 @@ class Row:
             return f"not run: {self.skipped}"
         failures = [o.failure for o in self.outcomes if o.failure]
         if failures:
-            return f"**FAILED**: {failures[0]}"
+            return f"**FAILED** ({len(failures)} of {len(self.outcomes)} rounds, see below)"
         rates = [o.rate for o in self.outcomes]
         return f"{self.rate:,.0f} ({min(rates):,.0f}-{max(rates):,.0f})"
 
@@ -114,7 +114,7 @@ def render(work: str, rows: list[Row], n: int, repeats: int, when: str) -> str:
                 f"| {row.peak('threads')} | {row.peak('amqp')} ({max(rabbit, default='-')}) "
                 f"| {row.peak('redis')} |"
             )
-        lines += ["", *io_targets(by_name)]
+        lines += ["", *io_targets(by_name), *failures(rows)]
     else:
         lines = [
             "## CPU-bound: 1 ms of pure Python + one Redis INCR per message, RabbitMQ",
@@ -146,8 +146,26 @@ def render(work: str, rows: list[Row], n: int, repeats: int, when: str) -> str:
                 f"| {row.peak('processes')} | {row.peak('threads')} |"
             )
         ratio = _ratio(by_name.get(CPU_TWO), by_name.get(CPU_ONE))
-        lines += ["", f"- `--processes 2` >= 1.5x `--processes 1`: {_verdict(ratio, 1.5)}"]
+        lines += [
+            "",
+            f"- `--processes 2` >= 1.5x `--processes 1`: {_verdict(ratio, 1.5)}",
+            *failures(rows),
+        ]
     return "\n".join(lines) + "\n"
+
+
+def failures(rows: list[Row]) -> list[str]:
+    """One line per failed round: what the guard saw and the contestant's last words."""
+    lines = []
+    for row in rows:
+        for index, outcome in enumerate(row.outcomes, 1):
+            if outcome.failure:
+                last = " / ".join(outcome.log_tail.strip().splitlines()[-3:])[-300:]
+                lines.append(
+                    f"- FAILED: {row.contestant.name}, round {index}: {outcome.failure}"
+                    + (f"; its last output: `{last.replace('`', chr(39))}`" if last else "")
+                )
+    return ["", *lines] if lines else []
 
 
 def _version(package: str) -> str:
