@@ -16,6 +16,7 @@ from .errors import (
     ConsumerHostError,
     CriticalWorkerFailed,
     HostAlreadyRunning,
+    Permanent,
     Reject,
     WorkerStopped,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "HostAlreadyRunning",
     "InstanceState",
     "Message",
+    "Permanent",
     "Reject",
     "SupervisionOptions",
     "SystemClock",

@@ -39,9 +39,5 @@ class SystemClock:
     def wall(self) -> float:
         return time.time()
 
-    def sleep(self, seconds: float) -> None:
-        """A plain sleep, for the few places with nothing to interrupt it (benchmarks, probes)."""
-        time.sleep(seconds)
-
 
 SYSTEM_CLOCK = SystemClock()

@@ -14,10 +14,8 @@ escapes to the supervisor.
 
 from __future__ import annotations
 
-import heapq
 import random
 import threading
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -31,8 +29,10 @@ from .errors import BrokerError, BrokerRefused, BrokerUnavailable, CopyRefused, 
 from .events import ConsumerConnected, ConsumerDisconnected, EventHook
 from .executors import Executor, executor_for
 from .handling import Handler, Job, is_async, message_for
+from .held import HeldRetries
 from .killswitch import KillSwitchState, SwitchState
-from .message import RETRY_AT_HEADER, Delivery
+from .lanes import PartitionLanes
+from .message import Delivery
 from .options import ConsumerOptions
 from .settlement import Settlement, debug_enabled
 from .transports.base import Transport
@@ -86,10 +86,9 @@ class Consumer:
         )
         self._context = {"instance": name, "queue": options.queue}
         self._executor: Executor | None = None
-        self._held: list[tuple[float, int, Delivery]] = []
-        self._held_seq = 0
+        self._held = HeldRetries(clock)
         self._in_hand = 0  # dispatched and not yet settled (waiting, queued or running)
-        self._keys: dict[Any, deque[Job]] = {}  # partition key -> jobs waiting behind a running one
+        self._lanes = None if options.partition_by is None else PartitionLanes(options.partition_by)
         self._generation = 0
         self._connected_once = False
         self._paused = threading.Event()
@@ -182,6 +181,10 @@ class Consumer:
     def pause(self) -> None:
         """Take no new messages (prefetched ones go back to the queue); finish those in hand."""
         self._paused.set()
+
+    def intake_closed(self) -> bool:
+        """Paused and no longer subscribed (or not connected): nothing new will arrive."""
+        return self._paused.is_set() and not (self.connected and self.consuming)
 
     def resume(self) -> None:
         self._paused.clear()
@@ -291,9 +294,10 @@ class Consumer:
         """The connection is gone, and with it every unsettled delivery: the broker gives them
         out again. Jobs not yet started are dropped; running ones finish unsettled."""
         assert self._executor is not None
-        dropped = len(self._executor.take_back()) + sum(len(q) for q in self._keys.values())
-        self._keys = {key: deque() for key in self._keys}  # running ones still hold their key
-        self._held.clear()
+        dropped = len(self._executor.take_back())
+        if self._lanes is not None:
+            dropped += len(self._lanes.take_waiting())
+        self._held.take_all()
         self._in_hand -= dropped
 
     def _consume(self, stop: threading.Event) -> None:
@@ -315,16 +319,20 @@ class Consumer:
             if room <= 0:
                 executor.wait(min(poll, 0.05))
                 continue
-            timeout = BUSY_POLL if self._in_hand else self._next_poll(poll)
+            timeout = BUSY_POLL if self._in_hand else self._held.wait_at_most(poll)
             deliveries = transport.fetch(timeout, room)
             self.last_progress = self._clock.now()
+            if deliveries and self._paused.is_set():
+                transport.requeue(deliveries)  # paused while the fetch waited: take none
+                continue
             for index, delivery in enumerate(deliveries):
                 if stop.is_set():
                     transport.requeue(deliveries[index:])
                     break
                 self._accept(delivery)
             if self._held:
-                self._release_due(stop)
+                for delivery in self._held.due():
+                    self._accept(delivery)
         self._drain()
 
     def _intake(self) -> int | None:
@@ -350,13 +358,11 @@ class Consumer:
     def _give_back_unstarted(self) -> None:
         """Stop the subscription and return everything fetched but not started."""
         assert self._executor is not None
-        unstarted = [job.delivery for job in self._executor.take_back()]
-        for waiting in self._keys.values():
-            unstarted.extend(job.delivery for job in waiting)
-        self._keys = {key: deque() for key in self._keys}
-        self._in_hand -= len(unstarted)
-        unstarted.extend(delivery for _, _, delivery in self._held)
-        self._held.clear()
+        jobs = self._executor.take_back()
+        if self._lanes is not None:
+            jobs += self._lanes.take_waiting()
+        self._in_hand -= len(jobs)
+        unstarted = [job.delivery for job in jobs] + self._held.take_all()
         self.transport.stop_consuming()
         leftovers = self.transport.fetch(0, 1_000)
         if unstarted or leftovers:
@@ -376,7 +382,7 @@ class Consumer:
 
     def _accept(self, delivery: Delivery) -> None:
         """Judge a fetched delivery; hand it to a handler, or settle it without one."""
-        if not self.transport.delays_retries and self._hold_if_early(delivery):
+        if not self.transport.delays_retries and self._held.hold_if_early(delivery):
             return
         settlement = self.settlement
         if delivery.defect is not None:
@@ -409,32 +415,21 @@ class Consumer:
             generation=self._generation,
         )
         self._in_hand += 1
-        partition_by = self.options.partition_by
-        if partition_by is not None:
-            job.key = self._partition_key(partition_by, job)
-            waiting = self._keys.get(job.key)
-            if waiting is not None:
-                waiting.append(job)  # its key is busy: it runs after the ones before it
-                return
-            self._keys[job.key] = deque()
+        if self._lanes is not None and not self._lanes.admit(job):
+            return  # its key is busy: it runs after the ones before it
         assert self._executor is not None
         self._executor.submit([job])
         self._settle(self._executor.finished())
 
-    def _partition_key(self, partition_by: Callable[[Any], Any], job: Job) -> Any:
-        try:
-            return partition_by(job.message)
-        except Exception:  # noqa: BLE001 - a key function that fails puts the message in one lane
-            self._log.warning(
-                "partition_key_failed", message_id=job.delivery.message_id, exc_info=True
-            )
-            return _UNKEYED
-
     def _settle(self, jobs: list[Job]) -> None:
+        executor = self._executor
+        assert executor is not None
         for job in jobs:
             self._in_hand -= 1
-            if job.key is not None:
-                self._release_key(job.key)
+            if self._lanes is not None:
+                following = self._lanes.release(job.key)
+                if following is not None:
+                    executor.submit([following])
             if job.generation != self._generation:
                 self._log.debug(
                     "message_unsettled_after_reconnect", message_id=job.delivery.message_id
@@ -459,14 +454,6 @@ class Consumer:
         elif changed is SwitchState.CLOSED:
             self._log.info("kill_switch_closed")
 
-    def _release_key(self, key: Any) -> None:
-        waiting = self._keys.get(key)
-        if not waiting:
-            self._keys.pop(key, None)
-            return
-        assert self._executor is not None
-        self._executor.submit([waiting.popleft()])
-
     def _settled_by(
         self, settle: Callable[[Delivery, Any], None], delivery: Delivery, arg: Any
     ) -> None:
@@ -484,31 +471,3 @@ class Consumer:
         else:
             if self._refusals.attempt:
                 self._refusals.reset()
-
-    # -- retries held in process (transports without broker-side delays) ---------------------------
-
-    def _hold_if_early(self, delivery: Delivery) -> bool:
-        due = delivery.headers.get(RETRY_AT_HEADER)
-        if not isinstance(due, int | float) or isinstance(due, bool):
-            return False
-        wait = due - self._clock.wall()
-        if wait <= 0:
-            return False
-        self._held_seq += 1
-        heapq.heappush(self._held, (self._clock.now() + wait, self._held_seq, delivery))
-        return True
-
-    def _release_due(self, stop: threading.Event) -> None:
-        now = self._clock.now()
-        while self._held and self._held[0][0] <= now and not stop.is_set():
-            _, _, delivery = heapq.heappop(self._held)
-            delivery.headers.pop(RETRY_AT_HEADER, None)
-            self._accept(delivery)
-
-    def _next_poll(self, poll: float) -> float:
-        if not self._held:
-            return poll
-        return max(0.0, min(poll, self._held[0][0] - self._clock.now()))
-
-
-_UNKEYED = object()

@@ -15,6 +15,16 @@ class HostAlreadyRunning(ConsumerHostError, RuntimeError):
     """A worker was registered, or the host started, after the host had started."""
 
 
+class Permanent(ConsumerHostError):
+    """Raised out of a worker's ``run()``: retrying cannot help, do not restart.
+
+    The supervisor stops the instance at once (state ``tripped``, no backoff, no restart) and
+    logs one line with the cause and no traceback; a critical instance ends the host (exit 1).
+    Wrong credentials, a missing vhost or an unusable Redis database are such errors: restarting
+    would only repeat the refusal. Derive from it, or raise it from a worker, for the same effect.
+    """
+
+
 class WorkerStopped(ConsumerHostError):
     """A permanent worker returned from ``run`` while the host was not stopping."""
 
@@ -45,18 +55,13 @@ class CriticalWorkerFailed(ConsumerHostError):
 class BrokerError(ConsumerHostError):
     """The broker could not be reached or refused the consumer (message has no secrets)."""
 
-    #: ``True`` when retrying cannot help (bad credentials, unknown vhost, bad certificate).
-    permanent: bool = False
-
 
 class BrokerUnavailable(BrokerError):
     """A transient broker problem: refused, reset, timed out, missed heartbeats."""
 
 
-class BrokerRefused(BrokerError):
+class BrokerRefused(BrokerError, Permanent):
     """A permanent broker problem: authentication, permissions, TLS verification, bad name."""
-
-    permanent = True
 
 
 class CopyRefused(BrokerError):

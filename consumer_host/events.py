@@ -99,6 +99,8 @@ class HostStopped(Event):
     exit_code: int
     unstopped: tuple[str, ...]
     """Instances that ignored their stop within the timeout."""
+    reason: str = ""
+    """Why the host stopped (the signal, the lost critical worker, ...), as in HostStopping."""
 
 
 EventHook = Callable[[Event], None]

@@ -8,12 +8,13 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
 import structlog
 
-from . import probes
+from . import control, probes
 from ._version import __version__
 from .broker import BrokerChoice, BrokerCircuitOptions, BrokerCircuits, resolve_broker
 from .clock import SYSTEM_CLOCK, Clock
@@ -33,9 +34,9 @@ from .health import HealthServer
 from .logs import EventLogger, configure_logging
 from .metrics import HostMetrics
 from .options import ConsumerOptions
-from .redaction import redact_text
+from .probes import describe
 from .registry import Registry
-from .supervisor import Supervisor
+from .supervisor import STOP_SIGNALS, InstanceState, Supervisor
 from .watchdog import Watchdog
 
 EXIT_OK = 0
@@ -68,6 +69,7 @@ class Host(Registry):
         health_host: str = "0.0.0.0",  # noqa: S104 - probes come from the kubelet, off-host
         clock: Clock = SYSTEM_CLOCK,
         rand: Callable[[], float] = random.random,
+        control_token: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(name, str) or not name:
@@ -102,6 +104,8 @@ class Host(Registry):
         self._health: HealthServer | None = None
         self._started_at: float | None = None
         self._quiet = False
+        self._quiet_requested = False
+        self.control_token = control_token
         self._watchdog: Watchdog | None = None
 
     def _make_consumer(
@@ -112,7 +116,7 @@ class Host(Registry):
             instance,
             handler,
             options,
-            transport=options.transport_for(url, instance=instance),
+            transport=options.transport_for(url, instance=instance, clock=self.clock),
             breaker=self.broker_circuits.for_url(url),
             broker=self.broker_choice.redacted,
             emit=self.emit,
@@ -218,6 +222,16 @@ class Host(Registry):
         with self._stop_lock:
             if self._stopped.is_set():
                 return self._unstopped
+            in_flight = probes.in_flight_ids(self._supervisors)
+            _log.info(
+                "host_draining",
+                host=self.name,
+                in_flight=len(in_flight),
+                drain_timeout=timeout,
+                deadline=None
+                if timeout is None
+                else datetime.fromtimestamp(SYSTEM_CLOCK.wall() + timeout, UTC).isoformat(),
+            )
             for supervisor in self._supervisors:
                 supervisor.request_stop()
             # Joins are real waits on real threads: a fake clock must not stretch them forever.
@@ -230,8 +244,17 @@ class Host(Registry):
                 if not self._join(supervisor, deadline):
                     unstopped.append(supervisor.instance)
             self._unstopped = tuple(unstopped)
-            if unstopped and self._exit_code == EXIT_OK:
-                self._exit_code = EXIT_DRAIN_TIMEOUT
+            if unstopped:
+                late = [s for s in self._supervisors if s.instance in unstopped]
+                _log.warning(
+                    "drain_deadline_passed",
+                    host=self.name,
+                    unstopped=unstopped,
+                    abandoned=probes.in_flight_ids(late),
+                    detail="these messages were not acked: the broker redelivers them",
+                )
+                if self._exit_code == EXIT_OK:
+                    self._exit_code = EXIT_DRAIN_TIMEOUT
             if not any(s.is_alive() for s in self._supervisors):
                 self.done.set()
             self._stopped.set()
@@ -239,7 +262,14 @@ class Host(Registry):
                 self._watchdog.close()
             if self._health is not None:
                 self._health.close()
-        self.emit(HostStopped(host=self.name, exit_code=self._exit_code, unstopped=self._unstopped))
+        self.emit(
+            HostStopped(
+                host=self.name,
+                exit_code=self._exit_code,
+                unstopped=self._unstopped,
+                reason=self._stop_reason,
+            )
+        )
         return self._unstopped
 
     def _join(self, supervisor: Supervisor, deadline: float | None) -> bool:
@@ -264,28 +294,35 @@ class Host(Registry):
         return self._stop_requested.is_set()
 
     def run(self, *, install_signal_handlers: bool = True) -> int:
-        """Start, wait for SIGTERM/SIGINT or a critical failure, drain, return the exit code.
+        """Start, wait for SIGTERM/SIGINT/SIGHUP or a critical failure, drain, return the exit
+        code.
 
         A second signal during the drain ends the process at once with ``128 + signal``; the
-        broker then redelivers whatever was not acked.
+        broker then redelivers whatever was not acked. Threads the handlers started are not
+        waited for here: ``consumer-host run`` exits with the code whatever they do.
         """
         self._program_mode = True
         if not structlog.is_configured():
             configure_logging("auto", "info", host=self.name)
         if self._broker_choice is None:
             self.use_broker(resolve_broker(os.environ, code=self.broker))
+        if self.control_token is None:
+            self.control_token = os.environ.get(control.TOKEN_VARIABLE) or None
         restore = self._install_signal_handlers() if install_signal_handlers else {}
         try:
             self.start()
             while not (self._stop_requested.is_set() or self.done.is_set()):
                 # Timed waits keep the main thread responsive to signals on every platform.
-                self._wake.wait(0.5)
+                self._wake.wait(0.25)
+                self._wake.clear()
                 if self._signalled:
                     self._request_stop(f"{self._signalled} received")
+                elif self._quiet_requested and not self._quiet:
+                    self.quiet()
             if not self._stop_requested.is_set():
                 # Every instance ended by itself (all tripped): nothing is left to supervise.
                 self._exit_code = self._exit_code or EXIT_CRITICAL
-                self._stop_reason = "no worker left running"
+                self._request_stop(self._nothing_left_reason())
             self.stop(self.drain_timeout)
             return self._exit_code
         finally:
@@ -296,17 +333,25 @@ class Host(Registry):
         if threading.current_thread() is not threading.main_thread():
             return {}
         previous: dict[int, Any] = {}
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP too: a closed terminal or a supervisor's reload must drain, not kill.
+        for signum in sorted(STOP_SIGNALS):
             previous[signum] = signal.signal(signum, self._on_signal)
+        # SIGTSTP quiets the host (Sidekiq's convention) instead of suspending it.
+        previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, self._on_quiet_signal)
         return previous
+
+    def _on_quiet_signal(self, _signum: int, _frame: FrameType | None) -> None:
+        # Only record it: acting here, even an Event.set(), could deadlock on a lock the main
+        # thread was holding when the signal arrived; the main loop looks every 0.25 s.
+        self._quiet_requested = True
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals_seen += 1
         name = signal.Signals(signum).name
         if self._signals_seen == 1:
-            # Only flag it: the main thread may be inside a log write this handler interrupted.
+            # Only flag it: the main thread may be inside a log write, or an Event.set(), that
+            # this handler interrupted; the main loop looks every 0.25 s.
             self._signalled = name
-            self._wake.set()
             return
         try:
             _log.warning("host_killed", host=self.name, signal=name, exit_code=128 + signum)
@@ -317,6 +362,13 @@ class Host(Registry):
         finally:
             # Unacked messages go back to their queues when the broker sees the connections close.
             os._exit(128 + signum)
+
+    def _nothing_left_reason(self) -> str:
+        tripped = [s for s in self._supervisors if s.state is InstanceState.TRIPPED]
+        if not tripped:
+            return "no worker left running"
+        first = tripped[0]
+        return f"no worker left running: {first.instance} tripped ({describe(first.last_error)})"
 
     def _request_stop(self, reason: str) -> None:
         with self._state_lock:
@@ -338,7 +390,7 @@ class Host(Registry):
             ).start()
 
     def _default_critical_handler(self, instance: str, error: CriticalWorkerFailed) -> None:
-        self.shutdown(str(error), EXIT_CRITICAL)
+        self.shutdown(f"critical worker {instance!r} was lost: {describe(error)}", EXIT_CRITICAL)
 
     # -- events and status --------------------------------------------------------------------
 
@@ -375,8 +427,15 @@ class Host(Registry):
             raise ConfigError(
                 f"cannot serve health checks on {self.health_host}:{port}: {exc.strerror}"
             ) from None
+        if self.control_token is not None:
+            control.install(self._health.router, self, self.control_token, self.consumer_names())
         self._health.start()
-        _log.info("health_server_started", host=self.name, port=self._health.port)
+        _log.info(
+            "health_server_started",
+            host=self.name,
+            port=self._health.port,
+            control=self.control_token is not None,
+        )
 
     @property
     def health_server_port(self) -> int | None:
@@ -403,6 +462,7 @@ class Host(Registry):
             "version": __version__,
             "uptime": round(uptime, 3),
             "stopping": self.stopping,
+            "quiet": self._quiet,
             "ready": self.readiness()[0],
             "live": self.liveness()[0],
             "instances": self.status(),
@@ -417,7 +477,6 @@ class Host(Registry):
         """One record per instance: name, worker, state, restarts, failures, last error, ..."""
         records = []
         for supervisor in self._supervisors:
-            error = supervisor.last_error
             record: dict[str, Any] = {
                 "name": supervisor.instance,
                 "worker": supervisor.registered,
@@ -425,9 +484,7 @@ class Host(Registry):
                 "critical": supervisor.options.critical,
                 "restarts": supervisor.restarts,
                 "failures": supervisor.failures,
-                "last_error": None
-                if error is None
-                else redact_text(f"{type(error).__name__}: {error}"),
+                "last_error": describe(supervisor.last_error),
                 "started_at": supervisor.started_at,
             }
             worker_status = getattr(supervisor.worker, "status", None)
@@ -444,6 +501,7 @@ class Host(Registry):
         consumers = self._consumers_of(name, "pause")
         for consumer in consumers:
             consumer.pause()
+        self._await_intake_closed(consumers)
         _log.warning("consumer_paused", host=self.name, worker=name)
         return [consumer.name for consumer in consumers]
 
@@ -461,13 +519,29 @@ class Host(Registry):
         """Every consumer stops taking messages and /readyz answers 503, so a deploy can stop
         intake before SIGTERM (Sidekiq's quiet). There is no way back but a restart."""
         self._quiet = True
-        for consumer in self._consumers():
+        consumers = self._consumers()
+        for consumer in consumers:
             consumer.pause()
+        self._await_intake_closed(consumers)
         _log.warning("host_quiet", host=self.name, detail="no consumer takes new messages")
+
+    def _await_intake_closed(self, consumers: list[Consumer], timeout: float = 5.0) -> None:
+        """Return once every running consumer has stopped its subscription, so that a caller
+        told "paused" can rely on it (a consumer in a fetch notices within a poll interval)."""
+        deadline = SYSTEM_CLOCK.now() + timeout
+        waiting = threading.Event()
+        while SYSTEM_CLOCK.now() < deadline and not all(
+            consumer.intake_closed() for consumer in consumers
+        ):
+            waiting.wait(0.01)
 
     @property
     def is_quiet(self) -> bool:
         return self._quiet
+
+    def consumer_names(self) -> list[str]:
+        """The registered consumers (what pause and resume address)."""
+        return [name for name, reg in self._registrations.items() if reg.kind != "worker"]
 
     def _consumers(self) -> list[Consumer]:
         return [s.worker for s in self._supervisors if isinstance(s.worker, Consumer)]

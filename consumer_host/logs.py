@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from .errors import Permanent
 from .events import (
     BreakerChanged,
     ConsumerConnected,
@@ -27,7 +28,7 @@ from .events import (
     WorkerStarted,
     WorkerTripped,
 )
-from .redaction import redact_event
+from .redaction import redact_event, redact_text
 
 LOG_FORMATS = ("auto", "json", "console")
 
@@ -136,14 +137,24 @@ class EventLogger:
                 )
             case WorkerBackingOff(instance=instance, delay=delay, failures=failures):
                 log.warning("worker_restarting", worker=instance, delay=round(delay, 3))
+            case WorkerTripped(instance=instance, error=Permanent() as error):
+                # Retrying cannot help: the cause is the whole story, a traceback adds noise.
+                log.error(
+                    "worker_tripped",
+                    worker=instance,
+                    reason="permanent error, not restarted",
+                    critical=event.critical,
+                    error=redact_text(f"{type(error).__name__}: {error}"),
+                )
             case WorkerTripped(instance=instance, error=error, failures=failures, window=window):
                 log.error(
                     "worker_tripped",
                     worker=instance,
+                    reason=f"failed {failures} times within {window:g}s",
                     failures=failures,
                     window=window,
                     critical=event.critical,
-                    error=f"{type(error).__name__}: {error}",
+                    error=redact_text(f"{type(error).__name__}: {error}"),
                 )
             case WorkerFinished(instance=instance, state=state):
                 log.info("worker_stopped", worker=instance, state=state)
@@ -166,10 +177,14 @@ class EventLogger:
                 log.info("host_started", instances=list(instances))
             case HostStopping(reason=reason):
                 log.info("host_stopping", reason=reason)
-            case HostStopped(exit_code=code, unstopped=unstopped):
+            case HostStopped(exit_code=code, unstopped=unstopped, reason=reason):
                 if unstopped:
-                    log.error("host_stopped", exit_code=code, unstopped=list(unstopped))
+                    log.error(
+                        "host_stopped", exit_code=code, reason=reason, unstopped=list(unstopped)
+                    )
+                elif code:
+                    log.error("host_stopped", exit_code=code, reason=reason)
                 else:
-                    log.info("host_stopped", exit_code=code)
+                    log.info("host_stopped", exit_code=code, reason=reason)
             case _:
                 pass

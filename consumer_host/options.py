@@ -14,6 +14,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
 from .backoff import BackoffPolicy
+from .clock import SYSTEM_CLOCK, Clock
 from .decoding import content_types
 from .errors import ConfigError
 from .killswitch import KillSwitch
@@ -189,12 +190,13 @@ class ConsumerOptions:
             queue_arguments=dict(self.queue_arguments),
         )
 
-    def transport_for(self, url: str, *, instance: str) -> Transport:
+    def transport_for(self, url: str, *, instance: str, clock: Clock = SYSTEM_CLOCK) -> Transport:
         """A fresh transport for one consumer instance on ``url``."""
         return transport_for(
             url,
             self.queue_spec(),
             instance=instance,
+            clock=clock,
             heartbeat=self.heartbeat,
             poll_interval=self.poll_interval,
             ack_coalescing=self.ack_coalescing,

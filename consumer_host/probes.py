@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+from .errors import CircuitBreakerTripped, CriticalWorkerFailed
+from .redaction import redact_text
 from .supervisor import InstanceState, Supervisor
 
 
@@ -24,16 +27,61 @@ def liveness(supervisors: Sequence[Supervisor], now: float) -> tuple[bool, dict[
 def readiness(
     supervisors: Sequence[Supervisor], *, started: bool, draining: bool
 ) -> tuple[bool, dict[str, Any]]:
-    """Ready: started, not draining, and every consumer that has not tripped is consuming."""
+    """Ready: started, not draining, and every consumer is consuming.
+
+    A consumer is a worker that says whether it is ``ready``. A tripped consumer will never
+    consume again, so it keeps the host unready (naming it and its cause) until the host is
+    restarted: a pod that silently consumes less than it was deployed for is worse than one the
+    platform reports. Plain workers do not take part.
+    """
     if not started:
         return False, {"reason": "not started"}
     if draining:
         return False, {"reason": "draining"}
+    consumers = [s for s in supervisors if hasattr(s.worker, "ready")]
+    tripped = {
+        s.instance: describe(s.last_error) for s in consumers if s.state is InstanceState.TRIPPED
+    }
     waiting = [
         s.instance
-        for s in supervisors
+        for s in consumers
         if s.state is not InstanceState.TRIPPED and not getattr(s.worker, "ready", True)
     ]
+    if tripped:
+        return False, {"reason": "tripped", "instances": [*tripped, *waiting], "causes": tripped}
     if waiting:
         return False, {"reason": "not consuming", "instances": waiting}
     return True, {}
+
+
+def in_flight_ids(supervisors: Sequence[Supervisor]) -> list[str]:
+    """The ids of the messages the instances are handling now, from workers that can tell
+    (``in_flight_ids() -> list[str]``); a worker whose report fails is left out."""
+    ids: list[str] = []
+    for supervisor in supervisors:
+        report = getattr(supervisor.worker, "in_flight_ids", None)
+        if not callable(report):
+            continue
+        with contextlib.suppress(Exception):  # a report must never stop a drain
+            ids.extend(str(message_id) for message_id in report())
+    return ids
+
+
+def describe(error: BaseException | None) -> str | None:
+    """``Type: message`` of the first cause, without secrets: the error that tripped an instance,
+    not the wrapper that says it tripped."""
+    if error is None:
+        return None
+    error = cause_of(error)
+    return redact_text(f"{type(error).__name__}: {error}")
+
+
+def cause_of(error: BaseException) -> BaseException:
+    """Unwrap the host's own wrappers down to the error that started it."""
+    while True:
+        if isinstance(error, CircuitBreakerTripped):
+            error = error.last_error
+        elif isinstance(error, CriticalWorkerFailed):
+            error = error.cause
+        else:
+            return error

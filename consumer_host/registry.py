@@ -180,10 +180,6 @@ class Registry:
             raise ConfigError(f"{worker!r} needs a name: give it a .name or pass name=")
         self._add(Registration(name, lambda _instance: worker, self._options(name, options)))
 
-    def add_registration(self, registration: Registration) -> None:
-        """Register a prepared :class:`Registration` (used by consumers and integrations)."""
-        self._add(registration)
-
     def _options(self, name: str, options: dict[str, Any]) -> SupervisionOptions:
         known = SupervisionOptions.__dataclass_fields__
         for key in options:

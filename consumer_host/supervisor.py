@@ -5,6 +5,8 @@ A *worker* is any object with a ``name`` and ``run(stop)``. ``run`` is expected 
 is a failure: it is reported (with its traceback, through the event hook), counted in the restart
 circuit, and followed by a backoff wait that a stop cuts short. Failures that reach
 ``max_restarts`` inside ``circuit_window`` trip the circuit and the instance stays stopped.
+A :class:`~.errors.Permanent` error (wrong credentials, ...) trips it at once: restarting
+cannot help, so there is no backoff, no restart and no traceback, only the cause.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import structlog
 from .backoff import Backoff, BackoffPolicy
 from .breaker import BreakerState, CircuitBreaker
 from .clock import SYSTEM_CLOCK, Clock
-from .errors import CircuitBreakerTripped, ConfigError, WorkerStopped
+from .errors import CircuitBreakerTripped, ConfigError, Permanent, WorkerStopped
 from .events import (
     EventHook,
     WorkerBackingOff,
@@ -33,6 +35,9 @@ from .events import (
 )
 
 _log = structlog.get_logger("consumer_host.supervisor")
+
+#: The signals that stop a host; worker threads block them so that the main thread gets them.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
 @runtime_checkable
@@ -140,7 +145,10 @@ class Supervisor:
         self.stop_event = threading.Event()
         self.state = InstanceState.STARTING
         self.restarts = 0
+        #: The error of the latest failure: for a tripped instance, the one that tripped it.
         self.last_error: BaseException | None = None
+        #: Why the instance was stopped for good (``None`` until it trips).
+        self.tripped: Permanent | CircuitBreakerTripped | None = None
         self.started_at: float | None = None
         self._emit = emit
         self._clock = clock
@@ -177,9 +185,9 @@ class Supervisor:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
-        # Leave SIGTERM and SIGINT to the main thread: a signal the kernel hands to a worker
+        # Leave the stop signals to the main thread: a signal the kernel hands to a worker
         # thread does not wake a main thread blocked in a join, and the second signal must.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         attempt = 0
         try:
             while not self.stop_event.is_set():
@@ -221,6 +229,9 @@ class Supervisor:
             self._backoff.reset()
         self._circuit.record_failure()
         failures = self._circuit.failures
+        if isinstance(error, Permanent):
+            self._trip(error, failures, reason=error)
+            return True
         self._emit(
             WorkerCrashed(
                 instance=self.instance,
@@ -231,7 +242,10 @@ class Supervisor:
             )
         )
         if self._circuit.state is BreakerState.OPEN:
-            self._trip(error, failures)
+            window = self.options.circuit_window
+            self._trip(
+                error, failures, CircuitBreakerTripped(self.instance, failures, window, error)
+            )
             return True
         if self.stop_event.is_set():
             return True
@@ -247,10 +261,12 @@ class Supervisor:
         self.restarts += 1
         return False
 
-    def _trip(self, error: BaseException, failures: int) -> None:
+    def _trip(
+        self, error: BaseException, failures: int, reason: Permanent | CircuitBreakerTripped
+    ) -> None:
         self.state = InstanceState.TRIPPED
+        self.tripped = reason
         window = self.options.circuit_window
-        self.last_error = CircuitBreakerTripped(self.instance, failures, window, error)
         self._emit(
             WorkerTripped(
                 instance=self.instance,

@@ -46,6 +46,3 @@ class FakeClock:
                 # Event.set() does not notify this condition, so look again every few ms.
                 self._cond.wait(0.005)
             return stop.is_set()
-
-    def sleep(self, seconds: float) -> None:
-        self.wait(threading.Event(), seconds)

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import json
+import selectors
+import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -13,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumer_host import BrokerCircuitOptions, Host
 from consumer_host.broker import BrokerChoice
+from consumer_host.health import HealthServer
 from consumer_host.testing import FakeClock
 
 from .brokers import BrokerTool, unique_queue
@@ -228,6 +232,104 @@ class TestMetricsAndStatus:
         except urllib.error.URLError:
             pass
         assert not [t for t in threading.enumerate() if t.name == "consumer-host-health"]
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` as it is and read the whole answer (the server closes after it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def bare_server(**options) -> HealthServer:
+    return HealthServer(
+        host="127.0.0.1",
+        port=0,
+        liveness=lambda: (True, {"stuck": []}),
+        readiness=lambda: (False, {"reason": "draining"}),
+        status=lambda: {"host": "shop"},
+        metrics=memory_host().metrics,
+        **options,
+    )
+
+
+class TestBounded:
+    def test_a_probe_answers_within_a_second_while_500_connections_are_held_open(self):
+        host = memory_host()
+        host.start()
+        held: list[socket.socket] = []
+        try:
+            port = host.health_server_port
+            threads_before = threading.active_count()
+            for n in range(500):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                if n % 2:
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # a request that never ends
+                held.append(sock)
+            began = time.monotonic()
+            code, body = get(host, "/healthz")
+            assert code == 200, body
+            assert time.monotonic() - began < 1
+            assert threading.active_count() <= threads_before + 1, "no thread per connection"
+            # Past the cap the oldest idle connections were dropped: they read end-of-file.
+            with selectors.DefaultSelector() as watch:  # select() stops at fd 1024
+                for sock in held:
+                    watch.register(sock, selectors.EVENT_READ)
+                readable = watch.select(timeout=2)
+            assert len(readable) >= 500 - 64
+        finally:
+            for sock in held:
+                sock.close()
+            host.stop(10)
+
+    def test_a_silent_connection_is_dropped_after_the_read_timeout(self):
+        server = bare_server(read_timeout=0.3)
+        server.start()
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+                began = time.monotonic()
+                assert sock.recv(10) == b"", "closed by the server"
+                assert 0.2 < time.monotonic() - began < 3
+            wait_until(lambda: server.open_connections == 0, what="connection released")
+        finally:
+            server.close()
+
+    def test_routes_methods_and_malformed_requests(self):
+        server = bare_server()
+        server.start()
+        try:
+            port = server.port
+            head = raw_exchange(port, b"HEAD /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503 ")
+            assert head.endswith(b"\r\n\r\n"), "HEAD has no body"
+            assert b"Content-Length: 36" in head
+            got = raw_exchange(port, b"GET /readyz?verbose=1 HTTP/1.0\r\n\r\n")
+            assert got.split(b"\r\n\r\n", 1)[1] == b'{"ok": false, "reason": "draining"}\n'
+            post = raw_exchange(port, b"POST /status HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+            assert post.startswith(b"HTTP/1.1 405 ")
+            assert b"Allow: GET" in post
+            assert raw_exchange(port, b"nonsense\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+            huge = b"GET / HTTP/1.1\r\nX: " + b"a" * 20_000
+            assert raw_exchange(port, huge).startswith(b"HTTP/1.1 431 ")
+        finally:
+            server.close()
+
+    def test_a_new_route_is_one_add_away(self):
+        from consumer_host.health import json_response
+
+        server = bare_server()
+        server.router.add("POST", "/control/pause", lambda request: json_response(202, {}))
+        server.start()
+        try:
+            answer = raw_exchange(
+                server.port, b"POST /control/pause HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+            )
+            assert answer.startswith(b"HTTP/1.1 202 ")
+        finally:
+            server.close()
 
 
 class TestCommands:

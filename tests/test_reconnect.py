@@ -150,7 +150,7 @@ def test_no_password_in_logs_status_or_errors(real_broker, canary_url):
     text = out.getvalue()
     for line in text.splitlines():
         json.loads(line)
-    assert "worker_crashed" in text, "the refused login was logged"
+    assert "worker_tripped" in text, "the refused login was logged"
     assert "message_retrying" in text
     assert password not in text
     assert password not in status

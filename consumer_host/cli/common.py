@@ -58,12 +58,16 @@ def url_option(fn: F) -> F:
     )(fn)
 
 
-def get_json(base: str, path: str) -> tuple[int, dict[str, Any]]:
+def get_json(
+    base: str, path: str, *, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """Ask a running host's health server; (status, JSON document)."""
     target = base.rstrip("/") + path
     if not target.startswith(("http://", "https://")):
         raise Fail(f"--url must be an http:// URL, got {base!r}")
+    request = urllib.request.Request(target, method=method, headers=headers or {})  # noqa: S310
     try:
-        with urllib.request.urlopen(target, timeout=5) as response:  # noqa: S310 - checked above
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - checked above
             return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
         try:

@@ -127,13 +127,31 @@ _STATE_COLORS = {
     "starting": "cyan",
     "tripped": "red",
     "stopped": "bright_black",
+    "paused": "yellow",
+    "kill switch open": "red",
+    "kill switch probing": "yellow",
 }
+
+
+def _shown_state(record: dict[str, Any]) -> str:
+    """The supervisor's state, or what keeps a running consumer from taking messages."""
+    state = str(record["state"])
+    if state != "running":
+        return state
+    if record.get("paused"):
+        return "paused"
+    switch = record.get("kill_switch")
+    if switch in ("open", "probing"):
+        return f"kill switch {switch}"
+    return state
 
 
 def _render_status(document: dict[str, Any]) -> None:
     flags = []
     if document.get("stopping"):
         flags.append(click.style("draining", fg="yellow"))
+    if document.get("quiet"):
+        flags.append(click.style("quiet", fg="yellow"))
     flags.append(
         click.style("ready", fg="green")
         if document.get("ready")
@@ -144,17 +162,21 @@ def _render_status(document: dict[str, Any]) -> None:
     for record in document["instances"]:
         rows.append(
             {
+                **({"process": record["process"]} if "process" in record else {}),
                 "instance": record["name"],
-                "state": record["state"],
+                "state": _shown_state(record),
                 "restarts": record["restarts"],
                 "queue": record.get("queue", ""),
                 "acked": record.get("acked", ""),
                 "retried": record.get("retried", ""),
                 "dead": record.get("dead_lettered", ""),
+                "stuck": len(record["stuck"]) if record.get("stuck") else "",
                 "last error": (record.get("last_error") or "")[:60],
             }
         )
-    columns = ["instance", "state", "restarts", "queue", "acked", "retried", "dead", "last error"]
+    # table() leaves out the columns no row has: "process" shows under --processes only.
+    columns = ["process", "instance", "state", "restarts", "queue", "acked", "retried", "dead"]
+    columns += ["stuck", "last error"]
     table(rows, columns, color={"state": _STATE_COLORS})
     for broker, state in document.get("brokers", {}).items():
         colour = {"closed": "green", "half_open": "yellow", "open": "red"}.get(state)

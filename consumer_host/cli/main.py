@@ -14,6 +14,7 @@ import click
 
 from consumer_host import __version__
 
+from .control import pause, quiet, resume
 from .dlq import dlq
 from .inspect import check, health, list_, status
 from .publish import publish
@@ -29,7 +30,7 @@ def cli() -> None:
     """
 
 
-for command in (run, list_, publish, check, status, health):
+for command in (run, list_, publish, check, status, health, pause, resume, quiet):
     cli.add_command(command)
 cli.add_command(dlq)
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import threading
+from typing import NoReturn
 
 import click
+import structlog
 
+from consumer_host.child_process import RecycleLimits
 from consumer_host.errors import ConfigError
 from consumer_host.logs import LOG_FORMATS, configure_logging
+from consumer_host.processes import become_child, child_index
 
 from .common import Fail, app_argument, broker_option, prepare
+from .processes import process_options, run_processes, wants_parent
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -72,6 +80,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     show_envvar=True,
     help="Address the health server listens on.",
 )
+@process_options
 def run(
     app: str | None,
     broker: str | None,
@@ -82,10 +91,31 @@ def run(
     log_level: str,
     health_port: int | None,
     health_host: str,
+    processes: int,
+    max_messages_per_process: int | None,
+    max_memory_per_process: float | None,
+    reload: bool,
 ) -> None:
     """Run APP until SIGTERM or Ctrl-C (a second one ends it at once)."""
     host = prepare(app, broker, only=list(only), pools=pools)
     configure_logging(log_format, log_level, host=host.name)
+    limits = RecycleLimits(
+        max_messages=max_messages_per_process, max_memory_mb=max_memory_per_process
+    )
+    if child_index(os.environ) is None and wants_parent(processes, reload, limits):
+        assert app is not None  # prepare() refused a missing APP
+        code = run_processes(
+            host,
+            app=app,
+            processes=processes,
+            reload=reload,
+            limits=limits,
+            drain_timeout=drain_timeout,
+            health_port=health_port,
+            health_host=health_host,
+        )
+        sys.exit(code)
+    become_child(host, os.environ)
     host.drain_timeout = drain_timeout
     if health_port is not None:
         host.health_port = health_port
@@ -94,4 +124,22 @@ def run(
         code = host.run()
     except ConfigError as exc:
         raise Fail(str(exc)) from None
-    sys.exit(code)
+    exit_program(code)
+
+
+def exit_program(code: int) -> NoReturn:
+    """Exit with ``code`` once the host has stopped, whatever threads the handlers left.
+
+    A non-daemon thread a handler started would keep the interpreter alive after the drain
+    (until the platform's SIGKILL, with no exit code worth reading): flush what was logged and
+    leave at once instead. With no such thread, exit the ordinary way.
+    """
+    main = threading.main_thread()
+    left = [t.name for t in threading.enumerate() if not t.daemon and t is not main]
+    if not left:
+        sys.exit(code)
+    structlog.get_logger("consumer_host").warning("threads_abandoned", threads=left, exit_code=code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

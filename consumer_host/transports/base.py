@@ -100,6 +100,24 @@ class Transport(Protocol):
         ...
 
 
+class Producer(Protocol):
+    """Publishes whole messages to a queue, as producers do: persistent, and only reported
+    done once the broker has taken them (AMQP: confirmed and routed)."""
+
+    def publish(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        content_type: str,
+        content_encoding: str,
+        headers: dict[str, Any],
+        message_id: str,
+    ) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Place:
     """Where a broker operation failed (``read from amqp://user:***@host// queue 'orders'``),
     turned into text only when an error message is built."""

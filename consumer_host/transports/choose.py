@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from consumer_host.broker import REDIS_SCHEMES, STREAMS_SCHEMES, scheme_of
+from consumer_host.clock import SYSTEM_CLOCK, Clock
 
-from .base import QueueSpec, Transport
+from .base import Producer, QueueSpec, Transport
 
 
 def transport_for(
@@ -17,6 +18,7 @@ def transport_for(
     ack_coalescing: bool,
     group: str | None,
     claim_after: float,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> Transport:
     """kombu for ``amqp://``, ``memory://`` and ``filesystem://``; our own for ``redis://``
     (lists) and ``redis+streams://``. Imports stay local so each brings only its client."""
@@ -33,11 +35,32 @@ def transport_for(
             group=group,
             claim_after=claim_after,
             socket_timeout=read_timeout,
+            clock=clock,
         )
     if scheme in REDIS_SCHEMES:
         from .redis_lists import RedisListTransport
 
-        return RedisListTransport(url, spec, instance=instance, socket_timeout=read_timeout)
+        return RedisListTransport(
+            url, spec, instance=instance, socket_timeout=read_timeout, clock=clock
+        )
     from .kombu_transport import KombuTransport
 
-    return KombuTransport(url, spec, heartbeat=heartbeat, ack_coalescing=ack_coalescing)
+    return KombuTransport(
+        url, spec, heartbeat=heartbeat, ack_coalescing=ack_coalescing, clock=clock
+    )
+
+
+def producer_for(url: str, *, connect_timeout: float = 5.0) -> Producer:
+    """The producer for ``url``'s broker, from the same module as its transport."""
+    scheme = scheme_of(url)
+    if scheme in STREAMS_SCHEMES:
+        from .redis_streams import StreamsProducer
+
+        return StreamsProducer(url, connect_timeout=connect_timeout)
+    if scheme in REDIS_SCHEMES:
+        from .redis_lists import RedisListProducer
+
+        return RedisListProducer(url, connect_timeout=connect_timeout)
+    from .kombu_producer import KombuProducer
+
+    return KombuProducer(url, connect_timeout=connect_timeout)

@@ -6,55 +6,55 @@ messages stay hidden for the visibility timeout (an hour). Here a fetch is one a
 ``BLMOVE queue -> processing list`` (the reliable-queue pattern of Sidekiq's super_fetch):
 
 * the message is always in exactly one Redis list; an ack is ``LREM`` from the processing list;
-* every consumer has its own processing list and an ``alive`` key it refreshes from a keeper
-  thread (so a long handler does not look dead); any consumer moves the processing lists of
-  consumers whose ``alive`` key expired back to the queue, and a restarted consumer with the same
-  id takes its own back at once;
+* every consumer is registered in a set and has an ``alive`` key it refreshes from a keeper
+  thread (so a long handler does not look dead). A sweep, run now and then by every consumer,
+  moves the processing lists of consumers whose ``alive`` key expired back to the queue, counts a
+  delivery in each message it moves (see :mod:`.redis_scripts`), and unregisters them. A
+  consumer that was only stalled (a GC pause, SIGSTOP, a frozen VM) and comes back registers
+  again before it fetches; what the sweep took from it is no longer in its processing list, so
+  its settlements of those messages change nothing and the recovered originals are handled again;
+* retry and dead-letter copies replace the original in one script that checks key types and
+  ownership before writing anything: a copy is made with the original removed, or nothing is;
 * retries wait in a sorted set scored by due time and are moved back by whichever consumer looks
-  first; retry and dead-letter copies replace the original in one ``MULTI`` transaction.
+  first, when the earliest is due.
 
 The queue is the list kombu and Celery producers ``LPUSH`` to, in kombu's JSON envelope, so
-existing producers keep working. kombu's priority sub-queues are not read.
+existing producers keep working (``redis_producers.RedisListProducer`` writes the same).
+kombu's priority sub-queues are not read.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import threading
-import time
-import uuid
 from contextlib import AbstractContextManager
 from typing import Any
 
 import redis
 from redis import exceptions as redis_errors
 
+from consumer_host.clock import SYSTEM_CLOCK, Clock
 from consumer_host.errors import BrokerUnavailable
-from consumer_host.message import COPIED_PROPERTIES, Delivery
+from consumer_host.message import Delivery
 from consumer_host.redaction import redact_url
 
-from .base import QueueSpec
-from .redis_common import consumer_id, make_client, translated
+from . import redis_scripts as scripts
+from .base import Place, QueueSpec
+from .redis_common import (
+    Cadence,
+    SlowStart,
+    consumer_id,
+    make_client,
+    refused,
+    translated,
+)
+from .redis_envelope import copy_envelope, read_envelope
+from .redis_producers import RedisListProducer
 
-_PROMOTE_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, entry in ipairs(due) do
-  redis.call('RPUSH', KEYS[2], entry)
-  redis.call('ZREM', KEYS[1], entry)
-end
-return #due
-"""
+__all__ = ["RedisListProducer", "RedisListTransport"]
 
-# KEYS: alive, processing, queue, consumers; ARGV: consumer id, "force"
-_RECOVER = """
-if ARGV[2] ~= 'force' and redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
-local moved = 0
-while redis.call('LMOVE', KEYS[2], KEYS[3], 'RIGHT', 'RIGHT') do moved = moved + 1 end
-if ARGV[2] ~= 'force' then redis.call('SREM', KEYS[4], ARGV[1]) end
-return moved
-"""
+#: Due retries are looked for at least this often, in case another consumer that scheduled an
+#: earlier one died before moving it.
+_PROMOTE_AT_LEAST_EVERY = 2.0
 
 
 class RedisListTransport:
@@ -69,9 +69,10 @@ class RedisListTransport:
         *,
         instance: str,
         alive_ttl: float = 15.0,
-        recover_interval: float = 5.0,
+        recover_interval: float = 10.0,
         connect_timeout: float = 5.0,
         socket_timeout: float = 10.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.url = url
         self.spec = spec
@@ -81,44 +82,51 @@ class RedisListTransport:
         self._connect_timeout = connect_timeout
         # A black-holed connection shows up as a read that never returns: this bounds it.
         self._socket_timeout = socket_timeout
-        base = f"consumer-host:{spec.queue}"
-        self.keys_consumers = f"{base}:consumers"
-        self.keys_delayed = f"{base}:delayed"
+        self._clock = clock
+        self.keys_prefix = f"consumer-host:{spec.queue}:"
+        self.keys_consumers = f"{self.keys_prefix}consumers"
+        self.keys_delayed = f"{self.keys_prefix}delayed"
         self.keys_processing = self.processing_key(self.id)
         self.keys_alive = self.alive_key(self.id)
+        self.presumed_dead = 0
+        """How often this consumer came back from a stall to find it had been swept."""
         self._redis: redis.Redis | None = None
         self._ready = False
         self._consuming = False
-        self._next_promotion = 0.0
-        self._next_recovery = 0.0
+        self._slow = SlowStart(spec.prefetch)
+        self._promotion = Cadence(clock, _PROMOTE_AT_LEAST_EVERY, jitter=0.25)
+        self._sweep = Cadence(clock, recover_interval)
+        self._registered_at = clock.now()
         self._keeper_stop = threading.Event()
+        self._idle = threading.Event()  # never set: a wait on it only times out
 
     def processing_key(self, consumer: str) -> str:
-        return f"consumer-host:{self.spec.queue}:processing:{consumer}"
+        return f"{self.keys_prefix}processing:{consumer}"
 
     def alive_key(self, consumer: str) -> str:
-        return f"consumer-host:{self.spec.queue}:alive:{consumer}"
+        return f"{self.keys_prefix}alive:{consumer}"
 
     # -- connection --------------------------------------------------------------------------------
 
     def connect(self) -> None:
         self.close()
         self._ready = False
+        self._slow.forget()
         with self._translated("connect to"):
             client = make_client(
                 self.url, connect_timeout=self._connect_timeout, socket_timeout=self._socket_timeout
             )
             self._redis = client
             client.ping()
-            self._promote = client.register_script(_PROMOTE_DUE)
-            self._recover = client.register_script(_RECOVER)
-            self._mark_alive(client)
-            client.sadd(self.keys_consumers, self.id)
+            self._register_script = client.register_script(scripts.LIST_REGISTER)
+            self._recover_own = client.register_script(scripts.LIST_RECOVER_OWN)
+            self._sweep_script = client.register_script(scripts.LIST_SWEEP)
+            self._settle_copy = client.register_script(scripts.LIST_SETTLE_COPY)
+            self._requeue = client.register_script(scripts.LIST_REQUEUE)
+            self._promote = client.register_script(scripts.LIST_PROMOTE_DUE)
+            self._register(client)
             # A previous run with this id (same pod, restarted) died holding these.
-            self._recover(
-                keys=[self.keys_alive, self.keys_processing, self.spec.queue, self.keys_consumers],
-                args=[self.id, "force"],
-            )
+            self._recover_own(keys=[self.keys_processing, self.spec.queue], args=["count"])
             self._ready = True
         self._keeper_stop = threading.Event()
         threading.Thread(
@@ -128,18 +136,35 @@ class RedisListTransport:
             daemon=True,
         ).start()
 
-    def _mark_alive(self, client: redis.Redis) -> None:
-        client.set(self.keys_alive, "1", px=int(self.alive_ttl * 1000))
+    def _register(self, client: redis.Redis) -> bool:
+        """Refresh our alive key and membership; ``False`` if a sweep had presumed us dead."""
+        member = self._register_script(
+            keys=[self.keys_alive, self.keys_consumers],
+            args=[self.id, max(1, int(self.alive_ttl * 1000))],
+            client=client,
+        )
+        self._registered_at = self._clock.now()
+        return bool(member)
 
     def _keep_alive(self, client: redis.Redis, stop: threading.Event) -> None:
-        while not stop.wait(self.alive_ttl / 3):
+        while not self._clock.wait(stop, self.alive_ttl / 3):
             try:
-                self._mark_alive(client)
+                if not self._register(client):
+                    self.presumed_dead += 1
             except redis_errors.RedisError:
                 continue  # the consumer thread sees the outage and reconnects
 
+    def _register_if_stalled(self, client: redis.Redis) -> None:
+        """After a stall long enough for our alive key to lapse, register before fetching:
+        a fetch into a processing list nobody sweeps any more would strand its messages."""
+        if self._clock.now() - self._registered_at > self.alive_ttl / 2 and not self._register(
+            client
+        ):
+            self.presumed_dead += 1
+
     def start_consuming(self) -> None:
         self._consuming = True
+        self._slow.restart()
 
     def stop_consuming(self) -> None:
         self._consuming = False
@@ -149,6 +174,7 @@ class RedisListTransport:
         self._keeper_stop.set()
         client, self._redis = self._redis, None
         self._consuming = False
+        self._slow.forget()
         if client is not None:
             client.close()
 
@@ -156,16 +182,17 @@ class RedisListTransport:
         self._keeper_stop.set()
         client, self._redis = self._redis, None
         self._consuming = False
+        self._slow.forget()
         if client is None:
             return
         if not self._ready:  # the connection failed before we held anything
             client.close()
             return
         try:
-            # Whatever is still ours goes back at the head of the queue; then we are gone.
-            self._recover(
-                keys=[self.keys_alive, self.keys_processing, self.spec.queue, self.keys_consumers],
-                args=[self.id, "force"],
+            # Whatever is still ours goes back at the head of the queue, unstarted (not
+            # counted); then we are gone.
+            self._recover_own(
+                keys=[self.keys_processing, self.spec.queue], args=["as-is"], client=client
             )
             client.srem(self.keys_consumers, self.id)
             client.delete(self.keys_alive)
@@ -179,8 +206,15 @@ class RedisListTransport:
     def fetch(self, timeout: float, limit: int = 1_000) -> list[Delivery]:
         client = self._client()
         with self._translated("read from"):
+            self._register_if_stalled(client)
             self._maintain(client)
             if not self._consuming:
+                return []
+            allowed = self._slow.allowance(limit)
+            if allowed == 0:
+                # Slow start: nothing more until the first delivery is settled, which only
+                # this thread can do; wait as a read that found nothing would.
+                self._clock.wait(self._idle, timeout)
                 return []
             raw = (
                 client.blmove(self.spec.queue, self.keys_processing, timeout, "RIGHT", "LEFT")  # type: ignore[arg-type]
@@ -190,35 +224,27 @@ class RedisListTransport:
             if raw is None:
                 return []
             batch = [raw]
-            extra = min(self.spec.prefetch - 1, 100)
-            if extra > 0:
+            if allowed > 1:
                 pipe = client.pipeline(transaction=False)
-                for _ in range(extra):
+                for _ in range(min(allowed - 1, 100)):
                     pipe.lmove(self.spec.queue, self.keys_processing, "RIGHT", "LEFT")
                 batch.extend(item for item in pipe.execute() if item is not None)
-        return [self._delivery(_as_bytes(item)) for item in batch]
+        deliveries = [read_envelope(_as_bytes(item)) for item in batch]
+        for delivery in deliveries:
+            self._slow.handed_out(delivery.handle)
+        return deliveries
 
     def _maintain(self, client: redis.Redis) -> None:
-        """Move due retries back (every 0.1 s), recover dead consumers' lists (every few s)."""
-        now = time.monotonic()
-        if now >= self._next_promotion:
-            self._next_promotion = now + 0.1
-            self._promote(keys=[self.keys_delayed, self.spec.queue], args=[time.time(), 500])
-        if now < self._next_recovery:
-            return
-        self._next_recovery = now + self.recover_interval
-        for member in client.smembers(self.keys_consumers):
-            other = member.decode() if isinstance(member, bytes) else str(member)
-            if other == self.id:
-                continue
-            self._recover(
-                keys=[
-                    self.alive_key(other),
-                    self.processing_key(other),
-                    self.spec.queue,
-                    self.keys_consumers,
-                ],
-                args=[other, "if-dead"],
+        """Move due retries back when the earliest is due; sweep dead consumers now and then."""
+        if self._promotion.due():
+            next_due = self._promote(
+                keys=[self.keys_delayed, self.spec.queue], args=[self._clock.wall(), 500]
+            )
+            if next_due is not None:
+                self._promotion.at(self._clock.now() + float(next_due) - self._clock.wall())
+        if self._sweep.due():
+            self._sweep_script(
+                keys=[self.keys_consumers, self.spec.queue], args=[self.keys_prefix, self.id]
             )
 
     # -- settling ----------------------------------------------------------------------------------
@@ -226,32 +252,54 @@ class RedisListTransport:
     def ack(self, delivery: Delivery) -> None:
         with self._translated("ack on"):
             self._client().lrem(self.keys_processing, -1, delivery.handle)
+        self._slow.settled(delivery.handle)
 
     def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
-        copy = self._envelope(delivery, headers, self.spec.queue)
-        with self._translated("retry on"):
-            pipe = self._client().pipeline(transaction=True)
-            pipe.zadd(self.keys_delayed, {copy: time.time() + delay})
-            pipe.lrem(self.keys_processing, -1, delivery.handle)
-            pipe.execute()
+        copy = copy_envelope(delivery, headers, self.spec.queue)
+        due = self._clock.wall() + delay
+        self._copy("retry", delivery, copy, target=self.keys_delayed, kind="zset", score=due)
+        self._promotion.at(self._clock.now() + delay)
 
     def dead_letter(self, delivery: Delivery, headers: dict[str, Any]) -> None:
-        copy = self._envelope(delivery, headers, self.spec.dead_letter)
-        with self._translated("dead-letter on"):
-            pipe = self._client().pipeline(transaction=True)
-            pipe.lpush(self.spec.dead_letter, copy)
-            pipe.lrem(self.keys_processing, -1, delivery.handle)
-            pipe.execute()
+        copy = copy_envelope(delivery, headers, self.spec.dead_letter)
+        self._copy("dead-letter", delivery, copy, target=self.spec.dead_letter, kind="list")
+
+    def _copy(
+        self,
+        action: str,
+        delivery: Delivery,
+        copy: str,
+        *,
+        target: str,
+        kind: str,
+        score: float = 0.0,
+    ) -> None:
+        """Replace the original by ``copy`` at ``target`` atomically, if it is still ours."""
+        with self._translated(f"{action} on"):
+            result = self._settle_copy(
+                keys=[self.keys_processing, target, self.spec.queue],
+                args=[delivery.handle, copy, kind, repr(score)],
+                client=self._client(),
+            )
+        self._slow.settled(delivery.handle)
+        if isinstance(result, bytes | str):
+            found = _as_bytes(result).decode()
+            key, found = (
+                (self.spec.queue, found[6:]) if found.startswith("queue ") else (target, found)
+            )
+            raise refused(action, Place("on", self.url, self.spec.queue), key, found)
 
     def requeue(self, deliveries: list[Delivery]) -> None:
         if not deliveries:
             return
         with self._translated("requeue on"):
-            pipe = self._client().pipeline(transaction=True)
-            for delivery in reversed(deliveries):  # the first fetched is consumed first again
-                pipe.lrem(self.keys_processing, -1, delivery.handle)
-                pipe.rpush(self.spec.queue, delivery.handle)
-            pipe.execute()
+            self._requeue(
+                keys=[self.keys_processing, self.spec.queue],
+                args=[delivery.handle for delivery in reversed(deliveries)],
+                client=self._client(),
+            )
+        for delivery in deliveries:
+            self._slow.settled(delivery.handle, counts=False)
 
     def depth(self) -> dict[str, int]:
         client = self._client()
@@ -260,66 +308,6 @@ class RedisListTransport:
                 self.spec.queue: int(client.llen(self.spec.queue)),
                 self.spec.dead_letter: int(client.llen(self.spec.dead_letter)),
             }
-
-    # -- the kombu envelope ------------------------------------------------------------------------
-
-    def _delivery(self, raw: bytes) -> Delivery:
-        try:
-            envelope = json.loads(raw)
-            properties = envelope.get("properties") or {}
-            body = envelope["body"]
-            if properties.get("body_encoding") == "base64":
-                body = base64.b64decode(body, validate=True)
-            elif isinstance(body, str):
-                body = body.encode(envelope.get("content-encoding") or "utf-8")
-            headers = envelope.get("headers") or {}
-            if not isinstance(headers, dict) or not isinstance(body, bytes):
-                raise TypeError("headers must be an object and body a string")
-            return Delivery(
-                body=body,
-                content_type=envelope.get("content-type"),
-                content_encoding=envelope.get("content-encoding"),
-                headers=headers,
-                properties=properties if isinstance(properties, dict) else {},
-                delivery_info=properties.get("delivery_info") or {},
-                handle=raw,
-            )
-        except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
-            # Not a kombu envelope: hand over the raw bytes, which decoding then dead-letters.
-            return Delivery(
-                body=raw,
-                content_type=None,
-                content_encoding=None,
-                headers={},
-                properties={},
-                delivery_info={},
-                handle=raw,
-            )
-
-    @staticmethod
-    def _envelope(delivery: Delivery, headers: dict[str, Any], routing_key: str) -> str:
-        properties = {
-            k: delivery.properties[k]
-            for k in COPIED_PROPERTIES
-            if delivery.properties.get(k) is not None
-        }
-        properties.update(
-            delivery_mode=2,
-            delivery_info={"exchange": "", "routing_key": routing_key},
-            priority=properties.get("priority", 0),
-            body_encoding="base64",
-            delivery_tag=str(uuid.uuid4()),
-        )
-        return json.dumps(
-            {
-                "body": base64.b64encode(delivery.body).decode("ascii"),
-                "content-encoding": delivery.content_encoding or "binary",
-                "content-type": delivery.content_type or "application/data",
-                "headers": headers,
-                "properties": properties,
-            },
-            default=str,
-        )
 
     # -- errors ------------------------------------------------------------------------------------
 

@@ -3,30 +3,29 @@
 Each queue is a stream, each ``@host.consumer`` a consumer group (the queue name unless
 ``group=`` says otherwise), each pool instance a named consumer ``<instance>@<host>-<pid>``.
 
-* Reading: ``XREADGROUP ... COUNT prefetch BLOCK`` a short poll, so a stop is prompt.
-* Acks: collected while a batch is handled and sent as one ``XACK`` before the next read, or on
-  drain (ack coalescing); a crash between can only redeliver.
-* Crash recovery: every ``claim_after`` / 4 each instance runs ``XAUTOCLAIM`` for entries idle
-  longer than ``claim_after`` (default 60 s; it must exceed your longest handler, or a slow
-  handler's message is handed to a second consumer). So a killed consumer's messages are handled
-  by the survivors, or by the restarted host, within about ``claim_after``. Consumers of the
-  group that own nothing and have been idle for twice ``claim_after`` are removed.
-* Poison: the delivery count from the pending entries list is the attempt; an entry delivered
-  more than ``max_retries + 1`` times without an ack (a handler that kills the process) is
-  dead-lettered by the consumer instead of crashing the host for ever.
-* Retries wait in a sorted set and are added back to the stream when due; dead letters go to the
-  stream ``<queue>.dlq``; both replace the original in one ``MULTI`` transaction.
+* Reading: ``XREADGROUP ... COUNT n BLOCK`` the fetch timeout; ``n`` is 1 after
+  ``start_consuming`` until the first settle (slow start), then up to the prefetch.
+* Acks: collected and sent as one ``XACK`` before the next read, or once the oldest waited
+  50 ms, or on drain; a crash between can only redeliver.
+* Crash recovery: every ``claim_after`` / 4 (jittered) each instance runs ``XAUTOCLAIM`` for
+  entries idle longer than ``claim_after`` (default 60 s; it must exceed your longest handler,
+  or a slow handler's message is handed to a second consumer). It claims **one entry at a time**
+  and no other while a claimed one is unsettled: claiming counts a delivery, so only the entry
+  that was in the handler when a process died keeps counting up; its batch-mates do not.
+  Consumers of the group that own nothing and have been idle for twice ``claim_after`` are
+  removed.
+* Poison: the delivery count from the pending entries list is ``Delivery.delivery_count``; the
+  consumer dead-letters an entry delivered too often without a settle.
+* Retries wait in a sorted set and are added back to the stream when the earliest is due; dead
+  letters go to the stream ``<queue>.dlq``. Both copies replace the original in one script that
+  checks key types and that the entry is still pending on us before writing anything.
 * Growth: after acks, ``XTRIM MINID ~`` to the oldest entry any group still needs (its oldest
   pending entry, or the next one it has not read), so an unacked entry is never trimmed.
-
-Entry fields: ``body``, ``content-type``, ``content-encoding``, ``headers`` (JSON),
-``message_id``.
 """
 
 from __future__ import annotations
 
-import json
-import time
+import threading
 import uuid
 from contextlib import AbstractContextManager, suppress
 from typing import Any
@@ -34,49 +33,30 @@ from typing import Any
 import redis
 from redis import exceptions as redis_errors
 
+from consumer_host.clock import SYSTEM_CLOCK, Clock
 from consumer_host.errors import BrokerUnavailable
 from consumer_host.message import Delivery
 
+from . import redis_scripts as scripts
 from .base import Place, QueueSpec
-from .redis_common import consumer_id, make_client, translated
+from .redis_common import (
+    Cadence,
+    SlowStart,
+    consumer_id,
+    make_client,
+    refused,
+    text,
+    translated,
+)
+from .redis_producers import StreamsProducer
+from .redis_stream_entries import entry_fields, plain_url, read_entry
+from .redis_stream_upkeep import forget_stale_consumers, trim
 
-# KEYS: delayed set, stream; ARGV: now, limit. Each member names a hash holding the entry's
-# fields (binary-safe), which goes back onto the stream as a new entry.
-_PROMOTE_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, key in ipairs(due) do
-  local fields = redis.call('HGETALL', key)
-  if #fields > 0 then redis.call('XADD', KEYS[2], '*', unpack(fields)) end
-  redis.call('DEL', key)
-  redis.call('ZREM', KEYS[1], key)
-end
-return #due
-"""
+__all__ = ["RedisStreamsTransport", "StreamsProducer", "entry_fields", "plain_url"]
 
-
-def plain_url(url: str) -> str:
-    """``redis+streams://h:6379/0`` -> ``redis://h:6379/0`` (and ``rediss+streams`` -> TLS)."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme.replace('+streams', '')}{sep}{rest}"
-
-
-def entry_fields(
-    body: bytes,
-    content_type: str | None,
-    content_encoding: str | None,
-    headers: dict[str, Any],
-    message_id: str | None,
-) -> dict[Any, Any]:
-    """The fields of one stream entry, as producers (and ``consumer-host publish``) write them."""
-    fields: dict[Any, Any] = {
-        "body": body,
-        "content-type": content_type or "",
-        "content-encoding": content_encoding or "",
-        "headers": json.dumps(headers, default=str),
-    }
-    if message_id:
-        fields["message_id"] = message_id
-    return fields
+_MAX_ACK_DELAY = 0.05
+_PROMOTE_AT_LEAST_EVERY = 2.0
+_TRIM_EVERY = 10.0
 
 
 class RedisStreamsTransport:
@@ -94,6 +74,7 @@ class RedisStreamsTransport:
         claim_after: float = 60.0,
         connect_timeout: float = 5.0,
         socket_timeout: float = 10.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.url = url
         self.spec = spec
@@ -102,14 +83,20 @@ class RedisStreamsTransport:
         self.claim_after = claim_after
         self._connect_timeout = connect_timeout
         self._socket_timeout = socket_timeout
+        self._clock = clock
         self.keys_delayed = f"consumer-host:{spec.queue}:delayed"
         self._redis: redis.Redis | None = None
         self._consuming = False
         self._to_ack: list[bytes] = []
-        self._next_claim = 0.0
-        self._next_trim = 0.0
-        self._next_promotion = 0.0
+        self._oldest_ack = 0.0
+        self._acked_since_trim = True
+        self._slow = SlowStart(spec.prefetch)
+        self._claimed: set[bytes] = set()
+        self._claims = Cadence(clock, max(0.5, claim_after / 4))
+        self._promotion = Cadence(clock, _PROMOTE_AT_LEAST_EVERY, jitter=0.25)
+        self._trims = Cadence(clock, _TRIM_EVERY)
         self._claim_cursor = "0-0"
+        self._idle = threading.Event()  # never set: a wait on it only times out
 
     # -- connection -------------------------------------------------------------------------------
 
@@ -123,8 +110,9 @@ class RedisStreamsTransport:
             )
             self._redis = client
             self._ensure_group(client, self.spec.queue, self.group)
-            self._promote = client.register_script(_PROMOTE_DUE)
-        self._next_claim = 0.0
+            self._promote = client.register_script(scripts.STREAM_PROMOTE_DUE)
+            self._settle_copy = client.register_script(scripts.STREAM_SETTLE_COPY)
+        self._claims.now()
 
     @staticmethod
     def _ensure_group(client: redis.Redis, stream: str, group: str) -> None:
@@ -136,6 +124,7 @@ class RedisStreamsTransport:
 
     def start_consuming(self) -> None:
         self._consuming = True
+        self._slow.restart()
 
     def stop_consuming(self) -> None:
         self._consuming = False
@@ -166,6 +155,8 @@ class RedisStreamsTransport:
         client, self._redis = self._redis, None
         self._consuming = False
         self._to_ack = []
+        self._slow.forget()
+        self._claimed.clear()
         if client is not None:
             client.close()
 
@@ -178,136 +169,161 @@ class RedisStreamsTransport:
             self._maintain(client)
             if not self._consuming:
                 return []
+            allowed = self._slow.allowance(limit)
+            if allowed == 0:
+                # Slow start: nothing more until the first delivery is settled, which only
+                # this thread can do; wait as a read that found nothing would.
+                self._clock.wait(self._idle, timeout)
+                return []
             claimed = self._claim(client)
             if claimed:
-                return claimed
+                return self._handed_out(claimed)
             reply: Any = client.xreadgroup(
                 self.group,
                 self.consumer,
                 {self.spec.queue: ">"},
-                count=self.spec.prefetch,
+                count=allowed,
                 block=max(1, int(timeout * 1000)) if timeout else None,
             )
-        deliveries = []
-        for _stream, entries in reply or ():
-            for entry_id, fields in entries:
-                deliveries.append(self._delivery(entry_id, fields, delivered=1))
+        deliveries = [
+            self._read(entry_id, fields, delivered=1)
+            for _stream, entries in reply or ()
+            for entry_id, fields in entries
+        ]
+        return self._handed_out(deliveries)
+
+    def _handed_out(self, deliveries: list[Delivery]) -> list[Delivery]:
+        for delivery in deliveries:
+            self._slow.handed_out(delivery.handle)
         return deliveries
 
     def _claim(self, client: redis.Redis) -> list[Delivery]:
-        """Take over entries other consumers (dead ones) have held too long."""
-        now = time.monotonic()
-        if now < self._next_claim:
+        """Take over one entry another consumer (a dead one) has held too long."""
+        if self._claimed or not self._claims.due():
             return []
-        self._next_claim = now + max(0.5, self.claim_after / 4)
         cursor, entries, *_ = client.xautoclaim(
             self.spec.queue,
             self.group,
             self.consumer,
             int(self.claim_after * 1000),
             start_id=self._claim_cursor,
-            count=self.spec.prefetch,
+            count=1,
         )
-        self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+        self._claim_cursor = text(cursor)
         if self._claim_cursor != "0-0":
-            self._next_claim = now  # more to claim: come back on the next fetch
+            self._claims.now()  # more to look at: come back once this one is settled
+        entries = [(entry_id, fields) for entry_id, fields in entries if fields]
         if not entries:
             return []
-        counts = {
-            item["message_id"]: item["times_delivered"]
-            for item in client.xpending_range(
-                self.spec.queue,
-                self.group,
-                min=entries[0][0],
-                max=entries[-1][0],
-                count=len(entries),
-                consumername=self.consumer,
-            )
-        }
-        return [
-            self._delivery(entry_id, fields, delivered=int(counts.get(entry_id, 2)))
-            for entry_id, fields in entries
-            if fields
-        ]
+        entry_id, fields = entries[0]
+        pending = client.xpending_range(
+            self.spec.queue,
+            self.group,
+            min=entry_id,
+            max=entry_id,
+            count=1,
+            consumername=self.consumer,
+        )
+        delivered = int(pending[0]["times_delivered"]) if pending else 2
+        self._claimed.add(entry_id)
+        return [self._read(entry_id, fields, delivered=delivered)]
 
     def _maintain(self, client: redis.Redis) -> None:
-        now = time.monotonic()
-        if now >= self._next_promotion:
-            self._next_promotion = now + 0.1
-            self._promote(keys=[self.keys_delayed, self.spec.queue], args=[time.time(), 500])
-        if now >= self._next_trim:
-            self._next_trim = now + 5.0
-            self._trim(client)
-            self._forget_stale_consumers(client)
+        if self._promotion.due():
+            next_due = self._promote(
+                keys=[self.keys_delayed, self.spec.queue], args=[self._clock.wall(), 500]
+            )
+            if next_due is not None:
+                self._promotion.at(self._clock.now() + float(next_due) - self._clock.wall())
+        if self._trims.due():
+            if self._acked_since_trim:
+                self._acked_since_trim = False
+                self._trim(client)
+            forget_stale_consumers(
+                client, self.spec.queue, self.group, keep=self.consumer, idle=self.claim_after * 2
+            )
 
     def _trim(self, client: redis.Redis) -> None:
-        """Drop entries no group needs any more: never one that is pending or unread."""
-        floor: str | None = None
-        for group in client.xinfo_groups(self.spec.queue):
-            needed = None
-            if group["pending"]:
-                # Another consumer may ack in between, leaving no oldest pending entry.
-                needed = client.xpending(self.spec.queue, group["name"])["min"]
-            if needed is None:
-                needed = _next_id(group["last-delivered-id"])
-            text = needed.decode() if isinstance(needed, bytes) else str(needed)
-            if floor is None or _id_key(text) < _id_key(floor):
-                floor = text
-        if floor is not None:
-            client.xtrim(self.spec.queue, minid=floor, approximate=True)
-
-    def _forget_stale_consumers(self, client: redis.Redis) -> None:
-        for info in client.xinfo_consumers(self.spec.queue, self.group):
-            name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
-            if (
-                name != self.consumer
-                and info["pending"] == 0
-                and info["idle"] > self.claim_after * 2000
-            ):
-                client.xgroup_delconsumer(self.spec.queue, self.group, name)
+        trim(client, self.spec.queue)
 
     # -- settling ---------------------------------------------------------------------------------
 
     def ack(self, delivery: Delivery) -> None:
+        if not self._to_ack:
+            self._oldest_ack = self._clock.now()
         self._to_ack.append(delivery.handle)
+        self._settled(delivery)
+        if self._clock.now() - self._oldest_ack >= _MAX_ACK_DELAY and self._redis is not None:
+            with self._translated("ack on"):
+                self._flush_acks(self._redis)
 
     def _flush_acks(self, client: redis.Redis) -> None:
         if self._to_ack:
             ids, self._to_ack = self._to_ack, []
             client.xack(self.spec.queue, self.group, *ids)
+            self._acked_since_trim = True
+
+    def _settled(self, delivery: Delivery, *, counts: bool = True) -> None:
+        self._slow.settled(delivery.handle, counts=counts)
+        self._claimed.discard(delivery.handle)
 
     def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
         held = f"consumer-host:{self.spec.queue}:retry:{uuid.uuid4().hex}"
-        with self._translated("retry on"):
-            pipe = self._client().pipeline(transaction=True)
-            pipe.hset(held, mapping=self._fields(delivery, headers))
-            pipe.zadd(self.keys_delayed, {held: time.time() + delay})
-            pipe.xack(self.spec.queue, self.group, delivery.handle)
-            pipe.execute()
+        score = self._clock.wall() + delay
+        self._copy("retry", delivery, headers, target=self.keys_delayed, score=score, held=held)
+        self._promotion.at(self._clock.now() + delay)
 
     def dead_letter(self, delivery: Delivery, headers: dict[str, Any]) -> None:
-        with self._translated("dead-letter on"):
-            pipe = self._client().pipeline(transaction=True)
-            pipe.xadd(self.spec.dead_letter, self._fields(delivery, headers))
-            pipe.xack(self.spec.queue, self.group, delivery.handle)
-            pipe.execute()
+        self._copy("dead-letter", delivery, headers, target=self.spec.dead_letter)
+
+    def _copy(
+        self,
+        action: str,
+        delivery: Delivery,
+        headers: dict[str, Any],
+        *,
+        target: str,
+        score: float = 0.0,
+        held: str = "",
+    ) -> None:
+        """Replace the entry by a copy at ``target`` atomically, if it is still pending on us."""
+        fields = self._fields(delivery, headers)
+        kind = "zset" if held else "stream"
+        args: list[Any] = [self.group, self.consumer, delivery.handle, kind, repr(score)]
+        for name, value in fields.items():
+            args += [name, value]
+        with self._translated(f"{action} on"):
+            result = self._settle_copy(
+                keys=[self.spec.queue, target, held or target], args=args, client=self._client()
+            )
+        self._settled(delivery)
+        self._acked_since_trim = True
+        if isinstance(result, bytes | str):
+            raise refused(action, Place("on", self.url, self.spec.queue), target, result)
 
     def requeue(self, deliveries: list[Delivery]) -> None:
-        """A stream cannot un-read: put copies at the end and ack the originals, atomically."""
+        """A stream cannot un-read: put copies at the end and ack the originals that are still
+        pending on us, each in one script."""
         if not deliveries:
             return
+        client = self._client()
         with self._translated("requeue on"):
-            pipe = self._client().pipeline(transaction=True)
             for delivery in deliveries:
-                pipe.xadd(self.spec.queue, self._fields(delivery, delivery.headers))
-                pipe.xack(self.spec.queue, self.group, delivery.handle)
-            pipe.execute()
+                args: list[Any] = [self.group, self.consumer, delivery.handle, "stream", "0"]
+                for name, value in self._fields(delivery, delivery.headers).items():
+                    args += [name, value]
+                self._settle_copy(
+                    keys=[self.spec.queue, self.spec.queue, self.spec.queue],
+                    args=args,
+                    client=client,
+                )
+                self._settled(delivery, counts=False)
 
     def depth(self) -> dict[str, int]:
         client = self._client()
         with self._translated("inspect"):
-            groups = {g["name"]: g for g in client.xinfo_groups(self.spec.queue)}
-            group = groups.get(self.group.encode()) or groups.get(self.group) or {}
+            groups = {text(g["name"]): g for g in client.xinfo_groups(self.spec.queue)}
+            group = groups.get(self.group) or {}
             return {
                 self.spec.queue: int(client.xlen(self.spec.queue)),
                 f"{self.spec.queue} (unread by {self.group})": int(group.get("lag") or 0),
@@ -318,31 +334,9 @@ class RedisStreamsTransport:
 
     # -- entries ----------------------------------------------------------------------------------
 
-    def _delivery(self, entry_id: bytes, fields: dict[bytes, bytes], *, delivered: int) -> Delivery:
-        headers: Any = {}
-        raw_headers = fields.get(b"headers")
-        if raw_headers:
-            try:
-                headers = json.loads(raw_headers)
-            except ValueError:
-                headers = {}
-        if not isinstance(headers, dict):
-            headers = {}
-        message_id = fields.get(b"message_id")
-        return Delivery(
-            body=fields.get(b"body", b""),
-            content_type=(fields.get(b"content-type") or b"").decode("latin-1") or None,
-            content_encoding=(fields.get(b"content-encoding") or b"").decode("latin-1") or None,
-            headers=headers,
-            properties={"message_id": message_id.decode("latin-1")} if message_id else {},
-            delivery_info={
-                "stream": self.spec.queue,
-                "group": self.group,
-                "entry_id": entry_id.decode(),
-            },
-            redelivered=delivered > 1,
-            delivery_count=delivered,
-            handle=entry_id,
+    def _read(self, entry_id: bytes, fields: dict[bytes, bytes], *, delivered: int) -> Delivery:
+        return read_entry(
+            entry_id, fields, stream=self.spec.queue, group=self.group, delivered=delivered
         )
 
     @staticmethod
@@ -364,14 +358,3 @@ class RedisStreamsTransport:
 
     def _translated(self, action: str) -> AbstractContextManager[None]:
         return translated(action, self.url, self.spec.queue)
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    millis, _, seq = entry_id.partition("-")
-    return int(millis), int(seq or 0)
-
-
-def _next_id(entry_id: bytes | str) -> str:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-    millis, seq = _id_key(text)
-    return f"{millis}-{seq + 1}"

@@ -27,6 +27,17 @@ if mode == "critical":
         raise RuntimeError("the database is gone")
 
 
+if mode == "leftover-thread":
+
+    @host.worker("spawner")
+    def spawner(stop: threading.Event) -> None:
+        # A handler's own non-daemon thread that never ends: it must not hold the process.
+        threading.Thread(target=threading.Event().wait, name="users-thread", daemon=False).start()
+        sys.stdout.write("thread spawned\n")
+        sys.stdout.flush()
+        stop.wait()
+
+
 if mode == "import-error":
     raise ImportError("this app cannot start: missing setting SHOP_DB", name="shop_settings")
 

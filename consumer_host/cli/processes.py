@@ -1,0 +1,174 @@
+"""``run``'s process options: --processes, recycling limits and --reload, and the parent they start.
+
+A child is ``python -m consumer_host run APP`` with the parent's own flags (those given on the
+command line or through the environment), minus the ones only the parent acts on, plus a
+loopback health server on an ephemeral port that the parent reads.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from click.core import ParameterSource
+
+from consumer_host.child_process import ChildProcess, ChildSpec, DrainDeadline, RecycleLimits
+from consumer_host.control import TOKEN_VARIABLE
+from consumer_host.errors import ConfigError
+from consumer_host.host import Host
+from consumer_host.processes import ProcessParent, run_parent
+from consumer_host.reload import SourceWatcher, app_directory, require_watchfiles
+
+from .common import Fail
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Options the parent acts on and a child must not see again.
+PARENT_ONLY = {
+    "processes": "CONSUMER_HOST_PROCESSES",
+    "max_messages_per_process": "CONSUMER_HOST_MAX_MESSAGES_PER_PROCESS",
+    "max_memory_per_process": "CONSUMER_HOST_MAX_MEMORY_PER_PROCESS",
+    "reload": "CONSUMER_HOST_RELOAD",
+    "health_port": "CONSUMER_HOST_HEALTH_PORT",
+    "health_host": "CONSUMER_HOST_HEALTH_HOST",
+}
+
+
+def process_options(fn: F) -> F:
+    """Add --processes, --max-messages-per-process, --max-memory-per-process and --reload."""
+    options = [
+        click.option(
+            "--processes",
+            type=click.IntRange(min=1),
+            default=1,
+            envvar="CONSUMER_HOST_PROCESSES",
+            show_envvar=True,
+            help="Run N child host processes under one supervising parent (CPU-bound handlers).",
+        ),
+        click.option(
+            "--max-messages-per-process",
+            type=click.IntRange(min=1),
+            default=None,
+            metavar="N",
+            envvar="CONSUMER_HOST_MAX_MESSAGES_PER_PROCESS",
+            show_envvar=True,
+            help="Replace a child by a fresh one once it has handled N messages (it drains).",
+        ),
+        click.option(
+            "--max-memory-per-process",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            metavar="MB",
+            envvar="CONSUMER_HOST_MAX_MEMORY_PER_PROCESS",
+            show_envvar=True,
+            help="Replace a child by a fresh one once its resident memory passes MB (it drains).",
+        ),
+        click.option(
+            "--reload",
+            is_flag=True,
+            envvar="CONSUMER_HOST_RELOAD",
+            show_envvar=True,
+            help="Development: drain and restart when a *.py file in the app's directory "
+            "changes (needs watchfiles).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def wants_parent(processes: int, reload: bool, limits: RecycleLimits) -> bool:
+    """A parent is needed for more than one process, for recycling and for reloading."""
+    return processes > 1 or reload or limits.any
+
+
+def run_processes(
+    host: Host,
+    *,
+    app: str,
+    processes: int,
+    reload: bool,
+    limits: RecycleLimits,
+    drain_timeout: float,
+    health_port: int | None,
+    health_host: str,
+) -> int:
+    """Start the parent with ``processes`` children; return its exit code."""
+    if reload:
+        try:
+            require_watchfiles()
+        except ConfigError as exc:
+            raise Fail(str(exc)) from None
+    port_dir = Path(tempfile.mkdtemp(prefix="consumer-host-"))
+    try:
+        spec = ChildSpec(
+            args=tuple(child_args(click.get_current_context())),
+            env=child_env(os.environ),
+            port_dir=port_dir,
+            limits=limits,
+            wait_for_change_on_exit=reload,
+        )
+        parents: list[ProcessParent] = []
+
+        def fatal(reason: str, code: int) -> None:
+            parents[0].shutdown(reason, code)
+
+        deadline = DrainDeadline(drain_timeout)
+        children = [
+            ChildProcess(index, spec, deadline=deadline, on_fatal=fatal)
+            for index in range(1, processes + 1)
+        ]
+        watcher = None
+        if reload:
+            watcher = SourceWatcher(
+                [app_directory(app)],
+                lambda paths: parents[0].recycle_all(f"changed: {', '.join(paths)}"),
+            )
+        parents.append(
+            ProcessParent(
+                host.name,
+                children,
+                drain_timeout=drain_timeout,
+                health_port=health_port,
+                health_host=health_host,
+                watcher=watcher,
+                consumers=host.consumer_names(),
+                control_token=os.environ.get(TOKEN_VARIABLE) or None,
+            )
+        )
+        return run_parent(parents[0])
+    finally:
+        shutil.rmtree(port_dir, ignore_errors=True)
+
+
+def child_args(ctx: click.Context) -> list[str]:
+    """``run APP`` and every option the user set, as flags, except the parent's own."""
+    args = ["run", str(ctx.params["app"])]
+    for param in ctx.command.params:
+        name = param.name
+        if not isinstance(param, click.Option) or name is None or name in PARENT_ONLY:
+            continue
+        value = ctx.params.get(name)
+        if value is None or ctx.get_parameter_source(name) is ParameterSource.DEFAULT:
+            continue  # the child computes the same default
+        flag = param.opts[0]
+        if param.is_flag and not param.count:
+            if value:
+                args.append(flag)
+            elif param.secondary_opts:
+                args.append(param.secondary_opts[0])
+            continue
+        for item in value if param.multiple else (value,):
+            args += [flag, str(item)]
+    return [*args, "--health-port", "0", "--health-host", "127.0.0.1"]
+
+
+def child_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The parent's environment without the variables only the parent acts on."""
+    dropped = set(PARENT_ONLY.values())
+    return {key: value for key, value in env.items() if key not in dropped}
