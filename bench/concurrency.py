@@ -26,7 +26,7 @@ import redis
 from kombu import Connection
 
 from bench import proctree
-from bench.workload import Run
+from bench.workload import Run, marks
 
 ROOT = Path(__file__).resolve().parent.parent
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -194,7 +194,7 @@ def left_in_queue(queue: str) -> int:
 
 def purge(run: Run, client: redis.Redis) -> None:
     """Delete what this run made: its queues (Dramatiq's .DQ/.XQ, our .dlq) and its keys."""
-    client.delete(run.key, f"{run.key}:first", f"{run.key}:last")
+    client.delete(run.key, *(f"{run.key}:{name}" for name in marks(run.total).values()))
     with Connection(AMQP_URL) as conn:
         for name in (run.queue, f"{run.queue}.dlq", f"{run.queue}.DQ", f"{run.queue}.XQ"):
             try:
@@ -307,14 +307,16 @@ def watch(
 def judge(contestant: Contestant, run: Run, client: redis.Redis, outcome: Outcome) -> None:
     """Exactly N handled and nothing left on the queue, or the run failed."""
     count = int(client.get(run.key) or 0)
-    first, last = client.get(f"{run.key}:first"), client.get(f"{run.key}:last")
+    stamps = {name: client.get(f"{run.key}:{name}") for name in ("p10", "p90")}
     left = 0 if contestant.kind == "alone" else left_in_queue(run.queue)
     if count != run.total:
         outcome.failure = f"handled {count} of {run.total}"
     elif left:
         outcome.failure = f"{left} messages left on the queue after stop"
-    elif first is None or last is None:
-        outcome.failure = "no first/last stamps"
-    if outcome.failure is None and first and last:
-        seconds = float(last) - float(first)
-        outcome.rate = (run.total - 1) / seconds if seconds > 0 else float("inf")
+    elif None in stamps.values():
+        outcome.failure = "no 10 % / 90 % stamps"
+    else:
+        count_at = {name: mark for mark, name in marks(run.total).items()}
+        seconds = float(stamps["p90"] or 0) - float(stamps["p10"] or 0)
+        handled = count_at["p90"] - count_at["p10"]
+        outcome.rate = handled / seconds if seconds > 0 else float("inf")

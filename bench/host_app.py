@@ -17,6 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.workload import Run, async_client, handle_async, handle_sync, sync_client
 from consumer_host import Host, Message
 
+if "BENCH_SWITCH_INTERVAL" in os.environ:  # a diagnostic: how much GIL hand-offs cost
+    sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
+
 run = Run.from_env()
 host = Host("bench")
 options: dict[str, Any] = {

@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--work", choices=("io", "cpu"), default="io")
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--builtins", action="store_true", help="profile C builtins too")
     args = parser.parse_args()
 
     import yappi
@@ -55,7 +56,7 @@ def main() -> None:
 
         host.use_broker(BrokerChoice(AMQP_URL, "bench"))
         yappi.set_clock_type("cpu")
-        yappi.start(builtins=True)
+        yappi.start(builtins=args.builtins)
         began = time.perf_counter()
         host.start()
         while int(client.get(run.key) or 0) < run.total:
@@ -64,6 +65,9 @@ def main() -> None:
         yappi.stop()
         host.stop(10)
         _report(yappi.get_func_stats(), run.total, wall, args.top)
+        print("-- CPU by thread, us per message --")
+        for thread in sorted(yappi.get_thread_stats(), key=lambda t: t.ttot, reverse=True)[:8]:
+            print(f"{thread.ttot / run.total * 1e6:8.1f}  {thread.name}")
     finally:
         purge(run, client)
 

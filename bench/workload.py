@@ -65,14 +65,19 @@ def busy(seconds: float = CPU_SECONDS) -> int:
     return spins
 
 
+def marks(total: int) -> dict[int, str]:
+    """The counts whose INCR stamps the wall clock: first, 10 %, 90 % and last.
+
+    The rate is taken between the 10 % and 90 % marks: the steady state, without the start-up
+    skew of several processes (a child that boots later) or the last few stragglers.
+    """
+    return {1: "first", max(1, total // 10): "p10", total - total // 10: "p90", total: "last"}
+
+
 def stamp_fields(run: Run, count: int) -> dict[str, str]:
-    """The wall-clock stamps the ``count``-th INCR sets (the first and the last)."""
-    stamps = {}
-    if count == 1:
-        stamps[f"{run.key}:first"] = repr(time.time())
-    if count == run.total:
-        stamps[f"{run.key}:last"] = repr(time.time())
-    return stamps
+    """The wall-clock stamps the ``count``-th INCR sets (see :func:`marks`)."""
+    now = repr(time.time())
+    return {f"{run.key}:{name}": now for mark, name in marks(run.total).items() if mark == count}
 
 
 def handle_sync(run: Run, client: Any) -> None:
