@@ -52,21 +52,23 @@ class Row:
 
 
 def measure(work: str, n: int, repeats: int) -> list[Row]:
+    """Rounds interleaved (every contestant once, then again): a burst of load from elsewhere
+    on the shared machine then lands on every contestant alike instead of on one row."""
     contestants = io_contestants() if work == "io" else cpu_contestants()
     can_fork = processes_supported()
-    rows = []
-    for contestant in contestants:
-        if contestant.kind == "consumer-host" and contestant.processes > 1 and not can_fork:
-            rows.append(Row(contestant, [], "`consumer-host run` has no --processes here"))
-            print(f"  {work:3} {contestant.name:46} not run (no --processes)", flush=True)
-            continue
-        outcomes = []
-        for _ in range(repeats):
+    rows = [Row(contestant, []) for contestant in contestants]
+    for row in rows:
+        if row.contestant.kind == "consumer-host" and row.contestant.processes > 1 and not can_fork:
+            row.skipped = "`consumer-host run` has no --processes here"
+    for round_ in range(1, repeats + 1):
+        for row in rows:
+            if row.skipped:
+                continue
+            contestant = row.contestant
             outcome = run_once(contestant, max(100, int(n * contestant.scale)), work)
-            outcomes.append(outcome)
+            row.outcomes.append(outcome)
             shown = outcome.failure or f"{outcome.rate:>7.0f} msg/s"
-            print(f"  {work:3} {contestant.name:46} {shown}", flush=True)
-        rows.append(Row(contestant, outcomes))
+            print(f"  {work:3} round {round_} {contestant.name:46} {shown}", flush=True)
     return rows
 
 
