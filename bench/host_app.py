@@ -27,6 +27,8 @@ options: dict[str, Any] = {
     "pool": int(os.environ.get("BENCH_POOL", "1")),
     "concurrency": run.concurrency,
 }
+if "BENCH_PREFETCH" in os.environ:  # default: consumer-host's own, max(10, 2 x concurrency)
+    options["prefetch"] = int(os.environ["BENCH_PREFETCH"])
 
 if os.environ.get("BENCH_STYLE") == "async":
     import asyncio
