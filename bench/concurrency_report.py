@@ -94,10 +94,10 @@ def render(work: str, rows: list[Row], n: int, repeats: int, when: str) -> str:
             "",
             f"`python -m bench --workload io --io-n {n}` on {when}; load average at the end "
             f"{load} (2 cores shared with both brokers and other work). Median of {repeats} "
-            "rounds (min-max); N per round: the fast rows N, the slow ones N/2 (a rate is "
-            "measured, not a total), taken between the 10 % and 90 % marks. The ideal for 64 "
-            "in flight is 6,400 msg/s. Threads and connections: the peak over the "
-            "contestant's process tree (/proc); RabbitMQ "
+            "interleaved rounds (min-max); N per round: the fast rows N, the slow ones N/2 "
+            "(a rate is measured, not a total), taken between the 10 % and 90 % marks. "
+            "The ideal for 64 in flight is 6,400 msg/s. Threads and connections: the peak "
+            "over the contestant's process tree (/proc); RabbitMQ "
             "connections as `rabbitmqctl list_connections` counts them.",
             "",
             versions,
@@ -124,8 +124,8 @@ def render(work: str, rows: list[Row], n: int, repeats: int, when: str) -> str:
             "",
             f"`python -m bench --workload cpu --cpu-n {n}` on {when}; load average at the end "
             f"{load} (2 cores shared with both brokers and other work). Median of {repeats} "
-            "rounds (min-max), rate between the 10 % and 90 % marks (a child that boots later "
-            "does not count against the pair). consumer-host runs a plain handler, "
+            "interleaved rounds (min-max), rate between the 10 % and 90 % marks (a child that "
+            "boots later does not count against the pair). consumer-host runs a plain handler, "
             "concurrency 1, per process; Dramatiq (reference) its default 8 threads per process.",
             "",
             versions,
