@@ -241,9 +241,9 @@ def run_once(contestant: Contestant, total: int, work: str) -> Outcome:
     client = redis.Redis.from_url(REDIS_URL)
     outcome = Outcome(messages=total)
     try:
-        publish(contestant, run)
         with tempfile.TemporaryFile() as log:
             try:
+                publish(contestant, run)
                 process = subprocess.Popen(
                     contestant.command(run),
                     cwd=ROOT,
