@@ -3,9 +3,15 @@
 Every contestant consumes the same N pre-published small JSON messages (Celery: N tasks of the
 same size) in a fresh process, three times; the table shows the median rate with min and max,
 CPU seconds per 1,000 messages and peak RSS, the ratios, and it is written to bench/RESULTS.md.
+The concurrency workloads (bench/concurrency.py) put consumer-host's ``concurrency`` and
+``--processes`` against Dramatiq and Celery threads on an I/O-bound and a CPU-bound handler.
 
-    python -m bench                 # N=20000 on both brokers
-    python -m bench --n 5000 --brokers amqp
+    python -m bench                 # every workload: throughput (N=20000), io, cpu
+    python -m bench --workload throughput --n 5000 --brokers amqp
+    python -m bench --workload io --io-n 4000 --repeats 1
+    python -m bench --workload cpu
+
+Each workload rewrites only its own section of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -317,17 +323,50 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--brokers", nargs="+", default=list(URLS), choices=list(URLS))
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--workload", choices=WORKLOADS, default="all")
+    parser.add_argument("--io-n", type=int, default=20_000, help="messages per I/O-bound run")
+    parser.add_argument("--cpu-n", type=int, default=5_000, help="messages per CPU-bound run")
     args = parser.parse_args()
     began = time.monotonic()
-    rows = summarize(measure(args.brokers, args.n, args.repeats))
-    costed = [b for b in args.brokers if b != "streams"]
-    idle = [measure_idle(broker) for broker in costed]
-    sigterm = [measure_sigterm(broker) for broker in costed]
-    report = render(rows, args.n, args.repeats) + render_costs(idle, sigterm)
-    args.out.write_text(report)
-    print()
-    print(report)
+    workloads = WORKLOADS[1:] if args.workload == "all" else (args.workload,)
+    for workload in workloads:
+        print(f"{workload}:", flush=True)
+        if workload == "throughput":
+            rows = summarize(measure(args.brokers, args.n, args.repeats))
+            costed = [b for b in args.brokers if b != "streams"]
+            idle = [measure_idle(broker) for broker in costed]
+            sigterm = [measure_sigterm(broker) for broker in costed]
+            section = render(rows, args.n, args.repeats) + render_costs(idle, sigterm)
+        else:
+            from bench import concurrency_report
+
+            n = args.io_n if workload == "io" else args.cpu_n
+            measured = concurrency_report.measure(workload, n, args.repeats)
+            when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+            section = concurrency_report.render(workload, measured, n, args.repeats, when)
+        write_section(args.out, workload, section)
+        print()
+        print(section)
     print(f"({time.monotonic() - began:.0f} s; written to {args.out})")
+
+
+WORKLOADS = ("all", "throughput", "io", "cpu")
+
+
+def write_section(path: Path, workload: str, text: str) -> None:
+    """Replace one workload's section of RESULTS.md, keeping the others' figures."""
+    begin, end = f"<!-- bench:{workload} -->", f"<!-- /bench:{workload} -->"
+    block = f"{begin}\n{text.rstrip()}\n{end}\n"
+    current = path.read_text() if path.exists() else ""
+    if begin in current and end in current:
+        head, rest = current.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
+        updated = head + block + ("\n" + tail if tail else "")
+    elif workload == "throughput":
+        updated = block + ("\n" + current if current else "")
+    else:
+        updated = current.rstrip("\n") + "\n\n" + block if current else block
+    path.write_text(updated)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,11 @@ def _run_host(url: str, total: int, register: Any) -> dict[str, Any]:
     """Run a host whose one registration (``register(host, clock)``) ticks the clock."""
     from consumer_host import Host
     from consumer_host.broker import BrokerChoice
+    from consumer_host.logs import configure_logging
 
+    # As `consumer-host run --log-level warning` would: unconfigured, structlog prints every
+    # event, the per-message debug lines included, and the figures measure the printing.
+    configure_logging("json", "warning")
     clock = Clockwork(total)
     host = Host("bench")
     host.use_broker(BrokerChoice(url, "bench"))
