@@ -29,7 +29,7 @@ from .connection import BrokerLink
 from .decoding import BadMessage, decode
 from .errors import BrokerUnavailable, CopyRefused, Defer, Reject
 from .events import EventHook
-from .executors import Executor, executor_for
+from .executors import Executor, InlineExecutor, executor_for
 from .handling import Handler, Job, is_async, message_for
 from .held import HeldRetries
 from .killswitch import KillSwitchState, SwitchState
@@ -105,6 +105,8 @@ class Consumer:
         self._in_hand = 0  # dispatched and not yet settled (waiting, queued or running)
         self._lanes = None if options.partition_by is None else PartitionLanes(options.partition_by)
         self._generation = 0
+        self._inline = True
+        self._dispatch: list[Job] = []  # accepted from this fetch, not yet handed to the executor
         self._paused = threading.Event()
         self._given_back: OrderedDict[str, int] = OrderedDict()
         self.kill_switch = (
@@ -222,6 +224,7 @@ class Consumer:
         if self.options.partition_by is not None:
             self._lanes = PartitionLanes(self.options.partition_by)
         self._generation += 1
+        self._dispatch = []
         self._executor = executor_for(
             self.handler,
             concurrency=self.options.concurrency,
@@ -230,6 +233,7 @@ class Consumer:
             context=self._context,
             name=self.name,
         )
+        self._inline = isinstance(self._executor, InlineExecutor)
         try:
             while not stop.is_set():
                 subscribe = not self.paused
@@ -300,6 +304,9 @@ class Consumer:
             if self._held:
                 for delivery in self._held.due():
                     self._accept(delivery)
+            if self._dispatch:
+                executor.submit(self._dispatch)
+                self._dispatch = []
         self._drain()
 
     def _intake(self) -> int | None:
@@ -336,7 +343,8 @@ class Consumer:
     def _take_back_unstarted(self) -> list[Job]:
         """Jobs dispatched but not started: out of the executor, out of their lanes."""
         assert self._executor is not None
-        taken = self._executor.take_back()
+        taken = self._dispatch + self._executor.take_back()
+        self._dispatch = []
         if self._lanes is None:
             return taken
         waiting = self._lanes.take_waiting()
@@ -409,9 +417,12 @@ class Consumer:
         self._in_hand += 1
         if self._lanes is not None and not self._lanes.admit(job):
             return  # its key is busy: it runs after the ones before it
-        assert self._executor is not None
-        self._executor.submit([job])
-        self._settle(self._executor.finished())
+        if self._inline:
+            assert self._executor is not None
+            self._executor.submit([job])  # runs it now, on this thread
+            self._settle(self._executor.finished())
+        else:
+            self._dispatch.append(job)  # handed over with the rest of its fetch, in one go
 
     def _settle(self, jobs: list[Job]) -> None:
         if not jobs:

@@ -276,6 +276,10 @@ class KombuTransport:
             if len(buffer) < limit:
                 with suppress(TimeoutError):
                     conn.drain_events(timeout=0 if buffer else timeout)
+                    # What else has already arrived comes in the same call: a burst makes one
+                    # trip through the consumer loop and one hand-off to its handlers.
+                    for _ in range(limit - len(buffer)):
+                        conn.drain_events(timeout=0)
             self._heartbeat_check(conn)
         if len(buffer) <= limit:
             self._buffer = deque()
