@@ -377,20 +377,43 @@ class Consumer:
     # -- one message ------------------------------------------------------------------------------
 
     def _accept(self, delivery: Delivery) -> None:
-        """Judge a fetched delivery; hand it to a handler, or settle it without one."""
+        """Hand a fetched delivery to a handler, or settle it without one."""
         if not self.transport.delays_retries and self._held.hold_if_early(delivery):
             return
+        job = self._job_for(delivery)
+        if job is None:
+            return
+        if self._inline:
+            # One at a time on this thread: nothing to hand over, no lane to wait in.
+            assert isinstance(self._executor, InlineExecutor)
+            self._executor.run_now(job)
+            self._settle_one(job)
+            return
+        self._in_hand += 1
+        if self._lanes is not None and not self._lanes.admit(job):
+            return  # its key is busy: it runs after the ones before it
+        self._dispatch.append(job)  # handed over with the rest of its fetch, in one go
+
+    def _job_for(self, delivery: Delivery) -> Job | None:
+        """Judge a delivery: the job for its handler, or ``None`` once it was dead-lettered
+        (unreadable, or delivered too often without a settlement)."""
         settlement = self.settlement
         if delivery.defect is not None:
             reason, _, detail = delivery.defect.partition(": ")
             self._settled_by(settlement.reject_bad_input, delivery, BadMessage(reason, detail))
-            return
+            return None
         try:
             body = decode(delivery, self.options.accepted, self.options.max_body_bytes)
+            message = message_for(delivery, body, delivery.attempt, self.options.queue)
         except BadMessage as bad:
             self._settled_by(settlement.reject_bad_input, delivery, bad)
-            return
-        attempt = delivery.attempt
+            return None
+        except RecursionError:
+            # Headers nested past what copying can walk: the producer's fault, not the loop's.
+            too_deep = BadMessage("bad_headers", "headers nested too deeply to copy")
+            self._settled_by(settlement.reject_bad_input, delivery, too_deep)
+            return None
+        attempt = message.attempt
         count = delivery.delivery_count
         if count is not None and self._given_back:
             count -= self._given_back.get(delivery.message_id or "", 0)
@@ -403,26 +426,10 @@ class Consumer:
                 delivery,
                 error,
             )
-            return
+            return None
         if settlement.debug:
             self._log.debug("message_received", message_id=delivery.message_id, attempt=attempt)
-        try:
-            message = message_for(delivery, body, attempt, self.options.queue)
-        except RecursionError:
-            # Headers nested past what copying can walk: the producer's fault, not the loop's.
-            too_deep = BadMessage("bad_headers", "headers nested too deeply to copy")
-            self._settled_by(settlement.reject_bad_input, delivery, too_deep)
-            return
-        job = Job(delivery=delivery, message=message, attempt=attempt, generation=self._generation)
-        self._in_hand += 1
-        if self._lanes is not None and not self._lanes.admit(job):
-            return  # its key is busy: it runs after the ones before it
-        if self._inline:
-            assert self._executor is not None
-            self._executor.submit([job])  # runs it now, on this thread
-            self._settle(self._executor.finished())
-        else:
-            self._dispatch.append(job)  # handed over with the rest of its fetch, in one go
+        return Job(delivery=delivery, message=message, attempt=attempt, generation=self._generation)
 
     def _settle(self, jobs: list[Job]) -> None:
         if not jobs:
@@ -437,27 +444,31 @@ class Consumer:
                 following = self._lanes.release(job.key)
                 if following is not None:
                     executor.submit([following])
-        finish, refusals, switch = self.settlement.finish, self._refusals, self.kill_switch
         for job in jobs:
             if job.generation != self._generation:
                 self._log.debug(
                     "message_unsettled_after_reconnect", message_id=job.delivery.message_id
                 )
                 continue
-            try:
-                finish(job)
-            except CopyRefused as refused:
-                self._refused(job.delivery, refused)
-            else:
-                if refusals.attempt:
-                    refusals.reset()
-            if switch is not None:
-                error = job.error
-                failed = error is not None and not isinstance(error, NOT_DOWNSTREAM_FAILURES)
-                changed = switch.record(failed)
-                if changed is not None:
-                    self._switched(switch, changed)
+            self._settle_one(job)
         self.last_progress = self._clock.now()
+
+    def _settle_one(self, job: Job) -> None:
+        """Settle a finished job and let the kill switch see its outcome."""
+        try:
+            self.settlement.finish(job)
+        except CopyRefused as refused:
+            self._refused(job.delivery, refused)
+        else:
+            if self._refusals.attempt:
+                self._refusals.reset()
+        switch = self.kill_switch
+        if switch is not None:
+            error = job.error
+            failed = error is not None and not isinstance(error, NOT_DOWNSTREAM_FAILURES)
+            changed = switch.record(failed)
+            if changed is not None:
+                self._switched(switch, changed)
 
     def _switched(self, switch: KillSwitchState, changed: SwitchState) -> None:
         if changed is SwitchState.OPEN:

@@ -66,14 +66,18 @@ class InlineExecutor:
         self._current: Job | None = None
 
     def submit(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self.run_now(job)
+            self._done.append(job)
+
+    def run_now(self, job: Job) -> None:
+        """Run ``job``'s handler here and now (the consumer settles it itself)."""
         if self._context:  # bound once, on the connection thread the handlers run on
             bind_contextvars(**self._context)
             self._context = {}
-        for job in jobs:
-            self._current = job
-            run_sync(self._handler, job, self._now)
-            self._current = None
-            self._done.append(job)
+        self._current = job
+        run_sync(self._handler, job, self._now)
+        self._current = None
 
     def finished(self) -> list[Job]:
         done, self._done = self._done, []
