@@ -475,24 +475,9 @@ class Host:
         return self.broker_circuits.states()
 
     def status(self) -> list[dict[str, Any]]:
-        """One record per instance: name, worker, state, restarts, failures, last error, ..."""
-        records = []
-        for supervisor in self._supervisors:
-            record: dict[str, Any] = {
-                "instance": supervisor.instance,
-                "worker": supervisor.registered,
-                "state": str(supervisor.state),
-                "critical": supervisor.options.critical,
-                "restarts": supervisor.restarts,
-                "failures": supervisor.failures,
-                "last_error": describe(supervisor.last_error),
-                "started_at": supervisor.started_at,
-            }
-            worker_status = getattr(supervisor.worker, "status", None)
-            if callable(worker_status):
-                record.update(worker_status())
-            records.append(record)
-        return records
+        """One record per instance: instance, worker, state, restarts, failures, last error,
+        and what a consumer adds (queue, counts, paused, kill switch, stuck, ...)."""
+        return probes.status_records(self._supervisors)
 
     # -- run-time control ---------------------------------------------------------------------
 

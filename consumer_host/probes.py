@@ -1,4 +1,5 @@
-"""Liveness and readiness, judged from the supervisors and what their workers report."""
+"""Liveness, readiness and status records, judged from the supervisors and what their workers
+report."""
 
 from __future__ import annotations
 
@@ -52,6 +53,27 @@ def readiness(
     if waiting:
         return False, {"reason": "not consuming", "instances": waiting}
     return True, {}
+
+
+def status_records(supervisors: Sequence[Supervisor]) -> list[dict[str, Any]]:
+    """What ``Host.status()`` and /status show: one record per instance."""
+    records = []
+    for supervisor in supervisors:
+        record: dict[str, Any] = {
+            "instance": supervisor.instance,
+            "worker": supervisor.registered,
+            "state": str(supervisor.state),
+            "critical": supervisor.options.critical,
+            "restarts": supervisor.restarts,
+            "failures": supervisor.failures,
+            "last_error": describe(supervisor.last_error),
+            "started_at": supervisor.started_at,
+        }
+        worker_status = getattr(supervisor.worker, "status", None)
+        if callable(worker_status):
+            record.update(worker_status())
+        records.append(record)
+    return records
 
 
 def in_flight_ids(supervisors: Sequence[Supervisor]) -> list[str]:
