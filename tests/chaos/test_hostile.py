@@ -318,6 +318,11 @@ def test_a_host_stalled_past_its_alive_ttl_re_registers_and_its_kill_strands_not
     assert held(member) == 0, "the sweep took its processing list back"
     stalled.thaw()
     wait_until(lambda: stalled_member() is not None, timeout=10, what="re-registered")
+    # More work, so the thawed host has something to fetch even if the survivor emptied the
+    # queue while it was frozen (it does on a slow machine).
+    more = 600
+    broker.publish([{"id": i} for i in range(total, total + more)])
+    total += more
     wait_until(lambda: held(member) > 0, timeout=30, what="the thawed host fetching again")
     stalled.kill()
     assert stalled_member() == member, "still registered when killed: a sweep will find it"
