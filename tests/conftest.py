@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 import structlog
 
@@ -10,6 +15,26 @@ from .brokers import broker_tool
 def _reset_structlog():
     yield
     structlog.reset_defaults()
+
+
+_LOCKS = Path(tempfile.gettempdir()) / f"consumer-host-tests-{os.getuid()}"
+
+
+@pytest.fixture(autouse=True)
+def _broker_sharing(request):
+    """Tests run in parallel (pytest-xdist) against one RabbitMQ and one Redis. A test marked
+    ``exclusive`` drops every broker connection, so it runs alone: a readers-writer lock over
+    all workers (flock), with a turnstile so that a waiting exclusive test is not starved."""
+    _LOCKS.mkdir(exist_ok=True)
+    exclusive = request.node.get_closest_marker("exclusive") is not None
+    with (_LOCKS / "turnstile").open("a") as turnstile, (_LOCKS / "brokers").open("a") as brokers:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        fcntl.flock(brokers, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(brokers, fcntl.LOCK_UN)
 
 
 @pytest.fixture(params=["memory", "amqp", "redis", "streams"])

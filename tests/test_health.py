@@ -117,6 +117,8 @@ class TestReadiness:
             host.stop(10)
             tool.close()
 
+    @pytest.mark.exclusive  # drops every broker connection
+    @pytest.mark.timeout(300)
     def test_readiness_follows_a_real_broker_outage(self, real_broker):
         host = Host(
             "shop",

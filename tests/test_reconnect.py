@@ -19,6 +19,9 @@ from consumer_host.logs import configure_logging
 from .brokers import REDIS_URL, BrokerTool, redis_url, unique_queue
 from .helpers import EventLog, wait_until
 
+# Every test here drops every connection to the broker: nothing else may run meanwhile.
+pytestmark = [pytest.mark.exclusive, pytest.mark.timeout(300)]
+
 
 def drop_connections(kind: str) -> None:
     if kind == "amqp":
