@@ -13,6 +13,7 @@ import pytest
 _HERE = Path(__file__).parent
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the group into the node ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if _HERE in Path(item.fspath).parents:
