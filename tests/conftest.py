@@ -17,7 +17,7 @@ def _reset_structlog():
     structlog.reset_defaults()
 
 
-_LOCKS = Path(tempfile.gettempdir()) / f"consumer-host-tests-{os.getuid()}"
+LOCKS = Path(tempfile.gettempdir()) / f"consumer-host-tests-{os.getuid()}"
 
 
 @pytest.fixture(autouse=True)
@@ -25,9 +25,9 @@ def _broker_sharing(request):
     """Tests run in parallel (pytest-xdist) against one RabbitMQ and one Redis. A test marked
     ``exclusive`` drops every broker connection, so it runs alone: a readers-writer lock over
     all workers (flock), with a turnstile so that a waiting exclusive test is not starved."""
-    _LOCKS.mkdir(exist_ok=True)
+    LOCKS.mkdir(exist_ok=True)
     exclusive = request.node.get_closest_marker("exclusive") is not None
-    with (_LOCKS / "turnstile").open("a") as turnstile, (_LOCKS / "brokers").open("a") as brokers:
+    with (LOCKS / "turnstile").open("a") as turnstile, (LOCKS / "brokers").open("a") as brokers:
         fcntl.flock(turnstile, fcntl.LOCK_EX)
         fcntl.flock(brokers, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         fcntl.flock(turnstile, fcntl.LOCK_UN)
