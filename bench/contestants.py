@@ -107,8 +107,8 @@ def raw_streams(url: str, queue: str, total: int, prefetch: int) -> dict[str, An
 def _run_host(url: str, total: int, register: Any) -> dict[str, Any]:
     """Run a host whose one registration (``register(host, clock)``) ticks the clock."""
     from consumer_host import Host
-    from consumer_host.broker import BrokerChoice
-    from consumer_host.logs import configure_logging
+    from consumer_host.operating.logs import configure_logging
+    from consumer_host.transports.broker import BrokerChoice
 
     # As `consumer-host run --log-level warning` would: unconfigured, structlog prints every
     # event, the per-message debug lines included, and the figures measure the printing.
@@ -202,7 +202,7 @@ def main() -> None:
 def idle_host(url: str, queue: str, consumers: int, seconds: float) -> dict[str, Any]:
     """A host with idle consumers: what it costs to wait."""
     from consumer_host import Host
-    from consumer_host.broker import BrokerChoice
+    from consumer_host.transports.broker import BrokerChoice
 
     host = Host("idle")
     host.use_broker(BrokerChoice(url, "bench"))

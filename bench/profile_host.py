@@ -48,8 +48,8 @@ def main() -> None:
     os.environ.update(contestant.env(run))
     try:
         publish(contestant, run)
-        from consumer_host.broker import BrokerChoice
-        from consumer_host.logs import configure_logging
+        from consumer_host.operating.logs import configure_logging
+        from consumer_host.transports.broker import BrokerChoice
 
         configure_logging("json", "warning")  # as `consumer-host run --log-level warning`
         host = _load_host()

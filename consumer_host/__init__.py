@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from consumer_host.consuming.killswitch import KillSwitch
+from consumer_host.consuming.options import ConsumerOptions
+from consumer_host.supervision.backoff import Backoff, BackoffPolicy
+from consumer_host.supervision.breaker import BreakerState, CircuitBreaker
+from consumer_host.supervision.supervisor import InstanceState, SupervisionOptions, Worker
+from consumer_host.transports.broker import BrokerCircuitOptions
+
 from ._version import __version__
-from .backoff import Backoff, BackoffPolicy
-from .breaker import BreakerState, CircuitBreaker
-from .broker import BrokerCircuitOptions
 from .clock import Clock, SystemClock
 from .errors import (
     BrokerError,
@@ -21,10 +25,7 @@ from .errors import (
     WorkerStopped,
 )
 from .host import Host
-from .killswitch import KillSwitch
 from .message import Message
-from .options import ConsumerOptions
-from .supervisor import InstanceState, SupervisionOptions, Worker
 
 __all__ = [
     "Backoff",

@@ -11,13 +11,17 @@ from typing import Any
 
 import structlog
 
-from . import control, probes
-from ._version import __version__
-from .broker import BrokerChoice, BrokerCircuitOptions, BrokerCircuits, resolve_broker
-from .clock import SYSTEM_CLOCK, Clock
-from .consumer import Consumer
-from .errors import ConfigError, CriticalWorkerFailed, HostAlreadyRunning
-from .events import (
+from consumer_host.consuming.consumer import Consumer
+from consumer_host.consuming.handling import Handler
+from consumer_host.consuming.options import ConsumerOptions
+from consumer_host.consuming.watchdog import Watchdog
+from consumer_host.hosting.registry import Registration, Registry
+from consumer_host.hosting.signals import ProgramSignals
+from consumer_host.operating.health import HealthServer
+from consumer_host.operating.logs import EventLogger, configure_logging
+from consumer_host.operating.metrics import HostMetrics
+from consumer_host.operating.probes import describe
+from consumer_host.supervision.events import (
     Event,
     EventHook,
     HostStarted,
@@ -26,16 +30,18 @@ from .events import (
     WorkerFinished,
     WorkerTripped,
 )
-from .handling import Handler
-from .health import HealthServer
-from .logs import EventLogger, configure_logging
-from .metrics import HostMetrics
-from .options import ConsumerOptions
-from .probes import describe
-from .registry import Registration, Registry
-from .signals import ProgramSignals
-from .supervisor import InstanceState, Supervisor, Worker
-from .watchdog import Watchdog
+from consumer_host.supervision.supervisor import InstanceState, Supervisor, Worker
+from consumer_host.transports.broker import (
+    BrokerChoice,
+    BrokerCircuitOptions,
+    BrokerCircuits,
+    resolve_broker,
+)
+
+from ._version import __version__
+from .clock import SYSTEM_CLOCK, Clock
+from .errors import ConfigError, CriticalWorkerFailed, HostAlreadyRunning
+from .operating import control, probes
 
 EXIT_OK = 0
 EXIT_CRITICAL = 1

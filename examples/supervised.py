@@ -9,7 +9,7 @@ import threading
 import structlog
 
 from consumer_host import Host
-from consumer_host.logs import configure_logging
+from consumer_host.operating.logs import configure_logging
 
 host = Host("demo")
 log = structlog.get_logger("demo")

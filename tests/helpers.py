@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from consumer_host.events import Event
+from consumer_host.supervision.events import Event
 
 #: The real console script, as installed next to this interpreter.
 COMMAND = str(Path(sys.executable).parent / "consumer-host")

@@ -9,7 +9,7 @@ import pytest
 from celery import Celery
 
 from consumer_host import Host
-from consumer_host.broker import BrokerChoice
+from consumer_host.transports.broker import BrokerChoice
 
 from .brokers import AMQP_URL, REDIS_URL, broker_tool, redis_url, unique_queue
 from .helpers import wait_until

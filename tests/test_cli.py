@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import pytest
 
-from consumer_host.broker import resolve_broker
+from consumer_host.transports.broker import resolve_broker
 
 from .brokers import AMQP_URL, require
 from .helpers import COMMAND, cli, wait_until

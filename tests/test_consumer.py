@@ -11,7 +11,7 @@ import pytest
 import structlog
 
 from consumer_host import Host, Reject
-from consumer_host.broker import BrokerChoice
+from consumer_host.transports.broker import BrokerChoice
 
 from .brokers import unique_queue
 from .helpers import wait_until

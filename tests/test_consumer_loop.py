@@ -8,10 +8,10 @@ import threading
 import pytest
 
 from consumer_host import BreakerState, BrokerRefused, BrokerUnavailable, CircuitBreaker, Reject
-from consumer_host.consumer import Consumer
+from consumer_host.consuming.consumer import Consumer
+from consumer_host.consuming.options import ConsumerOptions
 from consumer_host.errors import ConfigError
-from consumer_host.events import BreakerChanged, ConsumerConnected, ConsumerDisconnected
-from consumer_host.options import ConsumerOptions
+from consumer_host.supervision.events import BreakerChanged, ConsumerConnected, ConsumerDisconnected
 from consumer_host.testing import FakeClock
 
 from .fakes import FakeTransport, delivery

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from consumer_host import Host
-from consumer_host.broker import BrokerChoice
+from consumer_host.consuming.killswitch import KillSwitch
 from consumer_host.errors import ConfigError
-from consumer_host.killswitch import KillSwitch
+from consumer_host.transports.broker import BrokerChoice
 
 from .brokers import unique_queue
 from .helpers import wait_until

@@ -13,8 +13,8 @@ import pytest
 import redis
 from kombu import Connection
 
-from consumer_host.broker import PLATFORM_VARIABLES
-from consumer_host.dead_letters import (
+from consumer_host.transports.broker import PLATFORM_VARIABLES
+from consumer_host.transports.dead_letters import (
     DeadLetterMoveStopped,
     Selection,
     replay_headers,

@@ -22,8 +22,8 @@ import platformdirs
 import pytest
 
 from consumer_host import __version__
-from consumer_host.broker import BrokerCircuits, data_dir, resolve_broker
 from consumer_host.redaction import redact_event, redact_text, redact_url
+from consumer_host.transports.broker import BrokerCircuits, data_dir, resolve_broker
 
 from .brokers import REDIS_URL, require
 from .helpers import COMMAND, cli

@@ -15,9 +15,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer_host import BrokerCircuitOptions, Host
-from consumer_host.broker import BrokerChoice
-from consumer_host.health import HealthServer
+from consumer_host.operating.health import HealthServer
 from consumer_host.testing import FakeClock
+from consumer_host.transports.broker import BrokerChoice
 
 from .brokers import BrokerTool, unique_queue
 from .helpers import cli, wait_until
@@ -329,7 +329,7 @@ class TestBounded:
             server.close()
 
     def test_a_new_route_is_one_add_away(self):
-        from consumer_host.health import json_response
+        from consumer_host.operating.health import json_response
 
         server = bare_server()
         server.router.add("POST", "/control/pause", lambda request: json_response(202, {}))

@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from consumer_host import Host
-from consumer_host.broker import BrokerChoice
-from consumer_host.supervisor import InstanceState
+from consumer_host.supervision.supervisor import InstanceState
+from consumer_host.transports.broker import BrokerChoice
 
 from .brokers import unique_queue
 from .helpers import wait_until

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from consumer_host.consuming.killswitch import KillSwitch, KillSwitchState, SwitchState
 from consumer_host.errors import ConfigError
-from consumer_host.killswitch import KillSwitch, KillSwitchState, SwitchState
 from consumer_host.testing import FakeClock
 
 

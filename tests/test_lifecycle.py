@@ -16,10 +16,10 @@ import pytest
 import structlog
 
 from consumer_host import BrokerRefused, Host, Permanent
-from consumer_host.broker import BrokerChoice
-from consumer_host.events import WorkerBackingOff, WorkerCrashed, WorkerTripped
-from consumer_host.logs import configure_logging
+from consumer_host.operating.logs import configure_logging
+from consumer_host.supervision.events import WorkerBackingOff, WorkerCrashed, WorkerTripped
 from consumer_host.testing import FakeClock
+from consumer_host.transports.broker import BrokerChoice
 
 from .brokers import AMQP_URL, REDIS_URL, require, unique_queue
 from .helpers import EventLog, cli, wait_until

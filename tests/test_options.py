@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from consumer_host import ConfigError, ConsumerOptions, Host, KillSwitch
-from consumer_host.options import options_table
+from consumer_host.consuming.options import options_table
 
 README = Path(__file__).parents[1] / "README.md"
 

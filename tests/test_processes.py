@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from consumer_host.child_process import (
+from consumer_host.cli.processes import child_args, child_env
+from consumer_host.cli.run import run as run_command
+from consumer_host.processes.child import (
     ChildProcess,
     ChildSpec,
     DrainDeadline,
@@ -28,10 +30,8 @@ from consumer_host.child_process import (
     handled_count,
     recycle_reason,
 )
-from consumer_host.cli.processes import child_args, child_env
-from consumer_host.cli.run import run as run_command
-from consumer_host.process_health import merged_status
-from consumer_host.processes import ProcessParent
+from consumer_host.processes.health import merged_status
+from consumer_host.processes.parent import ProcessParent
 from consumer_host.testing import FakeClock
 
 from .brokers import AMQP_URL, unique_queue

@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from consumer_host import BrokerCircuitOptions, Host
-from consumer_host.broker import BrokerChoice
-from consumer_host.events import BreakerChanged, ConsumerConnected
-from consumer_host.logs import configure_logging
+from consumer_host.operating.logs import configure_logging
+from consumer_host.supervision.events import BreakerChanged, ConsumerConnected
+from consumer_host.transports.broker import BrokerChoice
 
 from .brokers import REDIS_URL, BrokerTool, redis_url, unique_queue
 from .helpers import EventLog, wait_until

@@ -10,11 +10,11 @@ import pytest
 from kombu import Producer
 
 from consumer_host import Host
-from consumer_host.breaker import CircuitBreaker
-from consumer_host.broker import BrokerChoice
-from consumer_host.consumer import Consumer
-from consumer_host.options import ConsumerOptions
+from consumer_host.consuming.consumer import Consumer
+from consumer_host.consuming.options import ConsumerOptions
+from consumer_host.supervision.breaker import CircuitBreaker
 from consumer_host.testing import FakeClock
+from consumer_host.transports.broker import BrokerChoice
 
 from .brokers import unique_queue
 from .fakes import FakeTransport, delivery

@@ -9,7 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from consumer_host import Host
-from consumer_host.broker import BrokerChoice
+from consumer_host.transports.broker import BrokerChoice
 
 from .brokers import unique_queue
 from .helpers import wait_until

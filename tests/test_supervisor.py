@@ -7,8 +7,13 @@ import pytest
 import structlog
 
 from consumer_host import CircuitBreakerTripped, Host, WorkerStopped
-from consumer_host.events import WorkerBackingOff, WorkerCrashed, WorkerStarted, WorkerTripped
-from consumer_host.logs import configure_logging
+from consumer_host.operating.logs import configure_logging
+from consumer_host.supervision.events import (
+    WorkerBackingOff,
+    WorkerCrashed,
+    WorkerStarted,
+    WorkerTripped,
+)
 from consumer_host.testing import FakeClock
 
 from .helpers import EventLog, wait_until

@@ -13,11 +13,12 @@ from typing import Any, TypeVar
 
 import click
 
-from consumer_host.broker import BrokerChoice, resolve_broker
-from consumer_host.config import AppImportError, apply_overrides, load_app, parse_pool_overrides
 from consumer_host.errors import ConfigError
 from consumer_host.host import EXIT_USAGE, Host
 from consumer_host.redaction import redact_text
+from consumer_host.transports.broker import BrokerChoice, resolve_broker
+
+from .config import AppImportError, apply_overrides, load_app, parse_pool_overrides
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from consumer_host.clock import SYSTEM_CLOCK
-from consumer_host.control import TOKEN_VARIABLE
+from consumer_host.operating.control import TOKEN_VARIABLE
 
 from .common import BrokerFail, Fail, get_json, url_option
 

@@ -15,16 +15,16 @@ from typing import NamedTuple
 import click
 from click.decorators import FC
 
-from consumer_host.broker import REDIS_SCHEMES, STREAMS_SCHEMES, scheme_of
-from consumer_host.dead_letters import (
+from consumer_host.errors import BrokerError
+from consumer_host.host import Host
+from consumer_host.transports.broker import REDIS_SCHEMES, STREAMS_SCHEMES, scheme_of
+from consumer_host.transports.dead_letters import (
     DeadLetterMoveStopped,
     DeadLetterStore,
     Group,
     Selection,
     summarize,
 )
-from consumer_host.errors import BrokerError
-from consumer_host.host import Host
 from consumer_host.transports.kombu_transport import AMQP_SCHEMES
 
 from .common import BrokerFail, Fail, app_argument, broker_option, prepare, table

@@ -17,12 +17,12 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from consumer_host.child_process import ChildProcess, ChildSpec, DrainDeadline, RecycleLimits
-from consumer_host.control import TOKEN_VARIABLE
 from consumer_host.errors import ConfigError
 from consumer_host.host import Host
-from consumer_host.processes import ProcessParent, run_parent
-from consumer_host.reload import SourceWatcher, app_directory, require_watchfiles
+from consumer_host.operating.control import TOKEN_VARIABLE
+from consumer_host.processes.child import ChildProcess, ChildSpec, DrainDeadline, RecycleLimits
+from consumer_host.processes.parent import ProcessParent, run_parent
+from consumer_host.processes.reload import SourceWatcher, app_directory, require_watchfiles
 
 from .common import Fail
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from consumer_host.errors import BrokerError
-from consumer_host.publisher import Publisher
+from consumer_host.transports.publisher import Publisher
 
 from .common import BrokerFail, Fail, broker_from, broker_option
 

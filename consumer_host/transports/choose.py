@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from consumer_host.broker import REDIS_SCHEMES, STREAMS_SCHEMES, scheme_of
 from consumer_host.clock import SYSTEM_CLOCK, Clock
 
 from .base import Producer, QueueSpec, Transport
+from .broker import REDIS_SCHEMES, STREAMS_SCHEMES, scheme_of
 
 
 def transport_for(

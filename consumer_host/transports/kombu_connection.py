@@ -17,11 +17,11 @@ import amqp.exceptions
 from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 
-from consumer_host.broker import embedded_broker_folder, scheme_of
 from consumer_host.errors import BrokerError, BrokerRefused, BrokerUnavailable
 from consumer_host.redaction import redact_text
 
 from .base import Place
+from .broker import embedded_broker_folder, scheme_of
 
 AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
 #: Errors that retrying cannot cure: credentials, permissions, a bad name, a bad certificate.

@@ -22,11 +22,11 @@ import amqp
 import amqp.exceptions
 from kombu.connection import Connection
 
-from consumer_host.dead_letters import DeadLetterMoveStopped, Selection, replay_headers
 from consumer_host.errors import BrokerError
 from consumer_host.redaction import redact_text
 
 from .base import Place
+from .dead_letters import DeadLetterMoveStopped, Selection, replay_headers
 from .kombu_connection import classify, connection_options, translate
 
 #: Properties a replayed copy does not take over: the headers are rewritten, and an expiration

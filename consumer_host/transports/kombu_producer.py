@@ -22,10 +22,10 @@ import amqp.exceptions
 from amqp.serialization import dumps
 from kombu.connection import Connection
 
-from consumer_host.broker import scheme_of
 from consumer_host.errors import CopyRefused
 
 from .base import Place
+from .broker import scheme_of
 from .kombu_connection import AMQP_SCHEMES, connection_options, translate
 
 _CONFIRM_TIMEOUT = 30.0

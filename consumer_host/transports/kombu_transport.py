@@ -28,7 +28,6 @@ from typing import Any
 from kombu.compression import decompress
 from kombu.connection import Connection
 
-from consumer_host.broker import scheme_of
 from consumer_host.clock import SYSTEM_CLOCK, Clock
 from consumer_host.errors import BrokerUnavailable, CopyRefused
 from consumer_host.message import COPIED_PROPERTIES, RETRY_AT_HEADER, Delivery
@@ -37,6 +36,7 @@ from consumer_host.redaction import redact_url
 from . import amqp_frames
 from .amqp_acks import AckLedger
 from .base import Place, QueueSpec
+from .broker import scheme_of
 from .kombu_connection import AMQP_SCHEMES, connection_options, translate
 from .kombu_producer import RoutedChannel, declare_queue, deliver, encodable_headers
 

@@ -18,9 +18,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from consumer_host.dead_letters import DeadLetterMoveStopped, Selection, replay_headers
 from consumer_host.errors import BrokerError
 
+from .dead_letters import DeadLetterMoveStopped, Selection, replay_headers
 from .redis_common import make_client, translated
 from .redis_streams import plain_url
 

@@ -1,0 +1,4 @@
+"""One consumer instance and its parts: options, decoding, running handlers, settling outcomes.
+
+Imports transports, supervision and the base; never kombu or redis-py directly, never the host.
+"""

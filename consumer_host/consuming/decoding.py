@@ -1,0 +1,102 @@
+"""Turn a delivery's bytes into a body, or say precisely why not.
+
+Bodies are decoded here rather than by kombu so that nothing but the content types a consumer
+``accept``s is ever deserialized (pickle only when listed), whatever else the process has done to
+kombu's global serializer registry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from kombu.serialization import loads as kombu_loads
+
+from consumer_host.errors import ConfigError
+from consumer_host.message import Delivery
+
+JSON = "application/json"
+RAW_TYPES = frozenset({"application/octet-stream", "application/data"})
+
+#: Short names users write in ``accept=`` and the content types they stand for.
+ACCEPT_ALIASES = {
+    "json": JSON,
+    "pickle": "application/x-python-serialize",
+    "yaml": "application/x-yaml",
+    "msgpack": "application/x-msgpack",
+    "bytes": "application/octet-stream",
+}
+
+
+class BadMessage(Exception):
+    """The delivery cannot be handed to a handler; ``reason`` is a short stable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def content_types(accept: Iterable[str]) -> frozenset[str]:
+    """``("json", "bytes")`` -> the content types they allow. Unknown names are an error."""
+    if isinstance(accept, str):
+        raise ConfigError(f"accept must be a list of content types, got the string {accept!r}")
+    types = set()
+    for name in accept:
+        resolved = ACCEPT_ALIASES.get(name, name)
+        if "/" not in resolved:
+            known = ", ".join(ACCEPT_ALIASES)
+            raise ConfigError(f"accept: unknown content type {name!r} (use one of {known})")
+        types.add(resolved)
+    if not types:
+        raise ConfigError("accept must name at least one content type")
+    return frozenset(types)
+
+
+def decode(delivery: Delivery, accepted: frozenset[str], max_body_bytes: int) -> Any:
+    """Return the decoded body, or raise :class:`BadMessage`."""
+    body = delivery.body
+    if len(body) > max_body_bytes:
+        raise BadMessage("too_large", f"body of {len(body)} bytes exceeds {max_body_bytes}")
+    content_type = delivery.content_type
+    if not content_type:
+        raise BadMessage("missing_content_type", "the message has no content type")
+    if isinstance(content_type, str):
+        # "application/json; charset=utf-8" is JSON too.
+        content_type = content_type.split(";", 1)[0].strip().lower()
+    if not isinstance(content_type, str) or content_type not in accepted:
+        raise BadMessage(
+            "content_type_not_accepted",
+            f"content type {content_type!r} is not accepted "
+            f"(accept: {', '.join(sorted(accepted))})",
+        )
+    if content_type == JSON:
+        return _decode_json(body)
+    if content_type in RAW_TYPES:
+        return body
+    try:
+        return kombu_loads(  # type: ignore[no-untyped-call]
+            body, content_type, delivery.content_encoding or "binary", accept=[content_type]
+        )
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is the message's fault
+        raise BadMessage("decode_error", f"{type(exc).__name__}: {exc}") from None
+
+
+def _decode_json(body: bytes) -> Any:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadMessage("invalid_utf8", str(exc)) from None
+    if not text.strip():
+        raise BadMessage("invalid_json", "the body is empty")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise BadMessage("invalid_json", str(exc)[:200]) from None
+
+
+def preview(body: bytes, limit: int = 200) -> str:
+    """At most ``limit`` bytes of a body, printable, for one log line."""
+    head = body[:limit].decode("utf-8", errors="backslashreplace")
+    return head + ("…" if len(body) > limit else "")

@@ -1,0 +1,282 @@
+"""``consumer-host run --processes N``: a parent host whose workers are child host processes.
+
+Past the GIL: every child runs the whole host (same app, same flags, instance names unchanged),
+and the parent is a :class:`~consumer_host.host.Host` whose N critical workers are
+:class:`~consumer_host.child_process.ChildProcess` objects. So a child that dies is restarted
+with the supervisor's backoff, a crash loop trips its restart circuit, and a tripped child shuts
+the parent down with exit code 1, exactly as for any worker.
+
+The parent owns the signals (SIGTERM, SIGINT, SIGHUP: one SIGTERM to every child, one drain
+deadline, SIGKILL past it; a second signal SIGKILLs the children and exits 128+N) and the only
+health server a platform sees, which aggregates the children's (see ``process_health``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping, MutableMapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from consumer_host._version import __version__
+from consumer_host.clock import SYSTEM_CLOCK, Clock
+from consumer_host.errors import ConfigError
+from consumer_host.host import EXIT_DRAIN_TIMEOUT, EXIT_OK, Host
+from consumer_host.supervision.events import Event, HostStarted
+
+from . import health as process_health
+from .child import ChildProcess
+from .reload import SourceWatcher
+
+#: Seconds the parent's own join waits past the drain deadline, so a child still draining is
+#: SIGKILLed by its worker before the parent gives up on that worker.
+KILL_GRACE = 5.0
+
+#: The environment a child learns its place from.
+INDEX_ENV = "CONSUMER_HOST_PROCESS_INDEX"
+PORT_FILE_ENV = "CONSUMER_HOST_PROCESS_PORT_FILE"
+PARENT_ENV = "CONSUMER_HOST_PROCESS_PARENT"
+
+_log = structlog.get_logger("consumer_host.processes")
+
+
+class ProcessParent(Host):
+    """A host that supervises child host processes and aggregates their health."""
+
+    def __init__(
+        self,
+        name: str,
+        children: Sequence[ChildProcess],
+        *,
+        drain_timeout: float,
+        health_port: int | None = None,
+        health_host: str = "0.0.0.0",  # noqa: S104 - probes come from off-host
+        watcher: SourceWatcher | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        consumers: Sequence[str] = (),
+        control_token: str | None = None,
+    ) -> None:
+        super().__init__(
+            name,
+            drain_timeout=drain_timeout + KILL_GRACE,
+            health_port=health_port,
+            health_host=health_host,
+            clock=clock,
+            control_token=control_token,
+        )
+        self.children = list(children)
+        self._app_consumers = list(consumers)
+        for child in self.children:
+            self.register(child, critical=True)
+        if watcher is not None:
+            self.register(watcher)
+        self._began: float | None = None
+        # /metrics is the children's, merged, plus the parent's own process families.
+        self.metrics.registry = CollectorRegistry(auto_describe=False)
+        self.metrics.registry.register(process_health.ChildrenMetrics(self.children))
+
+    def start(self) -> None:
+        self._began = self.clock.now()
+        super().start()
+
+    def recycle_all(self, reason: str) -> None:
+        """Drain every child and start a fresh one (``--reload`` on a source change)."""
+        for child in self.children:
+            child.request_recycle(reason)
+
+    def kill_children(self) -> None:
+        for child in self.children:
+            child.kill()
+
+    @property
+    def unclean_stop(self) -> bool:
+        """Some child did not drain in time (it exited non-zero, or was killed at the deadline)."""
+        return any(child.unclean_stop for child in self.children)
+
+    def consumer_names(self) -> list[str]:
+        return self._app_consumers
+
+    def pause(self, name: str, *, wait: float = 0.0) -> list[str]:
+        """Pause ``name`` in every child (each pauses its own instances)."""
+        return self._tell_children(f"/consumers/{name}/pause")
+
+    def resume(self, name: str) -> list[str]:
+        return self._tell_children(f"/consumers/{name}/resume")
+
+    def quiet(self, *, wait: float = 0.0) -> None:
+        self._quiet = True
+        self._tell_children("/quiet")
+
+    def _tell_children(self, path: str) -> list[str]:
+        instances: list[str] = []
+        for child in self.children:
+            if child.port is None or self.control_token is None:
+                continue
+            answer = process_health.post_json(child.port, path, token=self.control_token)
+            if answer is None:
+                raise ConfigError(f"process {child.index} did not take {path}")
+            instances += [f"{name}@{child.index}" for name in answer.get("instances", [])]
+        return instances
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        return process_health.liveness(self.children)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        if self._began is None:
+            return False, {"reason": "not started"}
+        if self.is_quiet:
+            return False, {"reason": "quiet"}
+        return process_health.readiness(self.children, draining=self.stopping)
+
+    def status_document(self) -> dict[str, Any]:
+        statuses = process_health.child_statuses(self.children)
+        merged = process_health.merged_status(self.children, self.status(), statuses)
+        ready = (
+            self._began is not None
+            and not self.is_quiet
+            and process_health.readiness(self.children, draining=self.stopping, statuses=statuses)[
+                0
+            ]
+        )
+        uptime = 0.0 if self._began is None else self.clock.now() - self._began
+        return {
+            "host": self.name,
+            "version": __version__,
+            "uptime": round(uptime, 3),
+            "stopping": self.stopping,
+            "quiet": self.is_quiet,
+            "ready": ready,
+            "live": process_health.liveness(self.children, statuses=statuses)[0],
+            **merged,
+        }
+
+
+def run_parent(parent: ProcessParent) -> int:
+    """Run the parent as the program: signals, supervision, drain; return the exit code."""
+    signals = _ParentSignals(parent)
+    restore = signals.install()
+    try:
+        code = parent.run(install_signal_handlers=False)
+    finally:
+        for signum, handler in restore.items():
+            signal.signal(signum, handler)
+    if code == EXIT_OK and parent.unclean_stop:
+        code = EXIT_DRAIN_TIMEOUT
+    return code
+
+
+class _ParentSignals:
+    """First signal: a graceful stop of every child. Second: SIGKILL them all, exit 128+N."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self, parent: ProcessParent) -> None:
+        self._parent = parent
+        self._seen = 0
+        self._first = threading.Event()
+        self._name = ""
+
+    def install(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        threading.Thread(target=self._relay, name="consumer-host-signals", daemon=True).start()
+        return {signum: signal.signal(signum, self._on_signal) for signum in self.SIGNALS}
+
+    def _relay(self) -> None:
+        # The handler only flags: it may have interrupted the main thread inside a lock or a
+        # log write, so the shutdown itself is started from here.
+        while not self._first.wait(0.5):
+            if self._parent.done.is_set():
+                return
+        self._parent.shutdown(f"{self._name} received")
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._seen += 1
+        if self._seen == 1:
+            self._name = signal.Signals(signum).name
+            self._first.set()
+            return
+        self._parent.kill_children()
+        try:
+            _log.warning("host_killed", signal=signal.Signals(signum).name, exit_code=128 + signum)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001, S110 - e.g. a reentrant flush: exiting matters more
+            pass
+        finally:
+            os._exit(128 + signum)
+
+
+# -- the child's side -------------------------------------------------------------------------
+
+
+def child_index(env: Mapping[str, str]) -> int | None:
+    """This process's index when it is a child of ``--processes``, else ``None``."""
+    value = env.get(INDEX_ENV)
+    return int(value) if value and value.isdigit() else None
+
+
+def become_child(host: Host, env: Mapping[str, str]) -> None:
+    """Make this host a child: logs carry ``process``, the health port goes to the parent, and
+    the host drains by itself if the parent disappears (SIGKILLed parents leave no orphans)."""
+    index = child_index(env)
+    if index is None:
+        return
+    tag_logs("process", index)
+    port_file = env.get(PORT_FILE_ENV)
+    if port_file:
+        host.subscribe(_PortReporter(host, Path(port_file)))
+    parent = env.get(PARENT_ENV, "")
+    if parent.isdigit():
+        threading.Thread(
+            target=_watch_parent, args=(host, int(parent)), name="consumer-host-parent", daemon=True
+        ).start()
+
+
+def tag_logs(key: str, value: Any) -> None:
+    """Add ``key=value`` to every log line from now on (structlog's and the stdlib's).
+
+    Threads do not inherit context variables, so a bound contextvar would miss the workers'
+    lines; the root handler's formatter sees every line.
+    """
+
+    def add(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
+        event_dict.setdefault(key, value)
+        return event_dict
+
+    for handler in logging.getLogger().handlers:
+        formatter = handler.formatter
+        if isinstance(formatter, structlog.stdlib.ProcessorFormatter):
+            formatter.processors = [add, *formatter.processors]
+
+
+class _PortReporter:
+    """Writes the health server's real port where the parent looks for it, once started."""
+
+    def __init__(self, host: Host, path: Path) -> None:
+        self._host = host
+        self._path = path
+
+    def __call__(self, event: Event) -> None:
+        port = self._host.health_server_port
+        if not isinstance(event, HostStarted) or port is None:
+            return
+        partial = self._path.with_suffix(".tmp")
+        partial.write_text(str(port))
+        partial.replace(self._path)  # the parent never reads half a number
+
+
+def _watch_parent(host: Host, parent: int) -> None:
+    while not SYSTEM_CLOCK.wait(host.done, 1.0):
+        if os.getppid() != parent:
+            _log.warning("parent_gone", parent=parent)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
