@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import click
 
 from consumer_host.errors import ConfigError
-from consumer_host.host import EXIT_USAGE, Host
+from consumer_host.host import Host
+from consumer_host.hosting.lifecycle import EXIT_USAGE
 from consumer_host.redaction import redact_text
 from consumer_host.transports.broker import BrokerChoice, resolve_broker
 

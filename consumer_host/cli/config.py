@@ -13,7 +13,7 @@ from types import ModuleType
 from consumer_host.errors import ConfigError
 from consumer_host.host import Host
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # consumer_host itself, not cli/
 
 
 class AppImportError(Exception):
@@ -61,7 +61,7 @@ def load_app(spec: str) -> Host:
         raise ConfigError(
             f"APP {spec!r}: {attr!r} is a {type(host).__name__}, not a consumer_host.Host"
         )
-    if not host.registrations:
+    if not host.registry.registrations:
         raise ConfigError(
             f"APP {spec!r} registered no workers: decorate a function with "
             "@host.consumer(...) or @host.worker(...) (and import the module that does)"
@@ -143,6 +143,6 @@ def parse_pool_overrides(values: tuple[str, ...] | list[str]) -> dict[str, int]:
 
 def apply_overrides(host: Host, *, only: list[str], pools: dict[str, int]) -> None:
     if only:
-        host.restrict_to(only)
+        host.registry.restrict_to(only)
     for name, size in pools.items():
-        host.set_pool(name, size)
+        host.registry.set_pool(name, size)

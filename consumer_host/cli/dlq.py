@@ -143,7 +143,7 @@ def _consumers(host: Host, name: str | None) -> list[_Target]:
     """The app's consumers (or the one named)."""
     found = [
         _Target(reg.name, reg.consumer_options.queue, reg.consumer_options.dead_letter_queue)
-        for reg in host.registrations
+        for reg in host.registry.registrations
         if reg.consumer_options is not None
     ]
     if name is None:

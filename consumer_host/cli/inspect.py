@@ -38,7 +38,7 @@ def list_(app: str | None, as_json: bool) -> None:
             "critical": reg.options.critical,
             **dict(reg.details),
         }
-        for reg in host.registrations
+        for reg in host.registry.registrations
         for instance in reg.instance_names()
     ]
     if as_json:
@@ -59,7 +59,7 @@ def check(app: str | None, broker: str | None) -> None:
     choice = host.broker_choice
     rows = []
     failed = False
-    for reg in host.registrations:
+    for reg in host.registry.registrations:
         if reg.kind == "worker":
             continue
         options = reg.consumer_options

@@ -73,6 +73,11 @@ class Registry:
     def get(self, name: str) -> Registration | None:
         return self._registrations.get(name)
 
+    def liveness_timeout(self, name: str) -> float:
+        """The registered worker's ``liveness_timeout`` (60 s for a name not registered)."""
+        registration = self.get(name)
+        return 60.0 if registration is None else registration.options.liveness_timeout
+
     def consumer_names(self) -> list[str]:
         """The registered consumers (what pause and resume address)."""
         return [name for name, reg in self._registrations.items() if reg.kind != "worker"]

@@ -29,7 +29,8 @@ from prometheus_client import CollectorRegistry
 from consumer_host._version import __version__
 from consumer_host.clock import SYSTEM_CLOCK, Clock
 from consumer_host.errors import ConfigError
-from consumer_host.host import EXIT_DRAIN_TIMEOUT, EXIT_OK, Host
+from consumer_host.host import Host
+from consumer_host.hosting.lifecycle import EXIT_DRAIN_TIMEOUT, EXIT_OK
 from consumer_host.supervision.events import Event, HostStarted
 
 from . import health as process_health
@@ -112,7 +113,7 @@ class ProcessParent(Host):
         return self._tell_children(f"/consumers/{name}/resume")
 
     def quiet(self, *, wait: float = 0.0) -> None:
-        self._quiet = True
+        self.controls.quiet_requested = True
         self._tell_children("/quiet")
 
     def _tell_children(self, path: str) -> list[str]:

@@ -1,0 +1,111 @@
+"""Builds each consumer instance from what the host shares: the broker, its circuit, metrics."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import structlog
+
+from consumer_host.clock import SYSTEM_CLOCK, Clock
+from consumer_host.consuming.consumer import Consumer
+from consumer_host.consuming.handling import Handler
+from consumer_host.consuming.options import ConsumerOptions
+from consumer_host.errors import HostAlreadyRunning
+from consumer_host.operating.metrics import HostMetrics
+from consumer_host.supervision.events import EventHook
+from consumer_host.transports.broker import BrokerChoice, BrokerCircuits, resolve_broker
+
+_log = structlog.get_logger("consumer_host.host")
+
+#: ``fn(registered) -> seconds``: the liveness timeout a registered consumer was given.
+LivenessOf = Callable[[str], float]
+
+
+class ConsumerBuilder:
+    """The broker every consumer of a host uses, and the factory the registry calls."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        code_url: str | None,
+        circuits: BrokerCircuits,
+        metrics: HostMetrics,
+        emit: EventHook,
+        liveness_of: LivenessOf,
+        clock: Clock = SYSTEM_CLOCK,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.host = host
+        self.code_url = code_url
+        self.frozen = False
+        self._choice: BrokerChoice | None = None
+        self._circuits = circuits
+        self._metrics = metrics
+        self._emit = emit
+        self._liveness_of = liveness_of
+        self._clock = clock
+        self._rand = rand
+
+    @property
+    def choice(self) -> BrokerChoice:
+        """As set by :meth:`use`, else ``Host(broker=...)``, else the embedded broker."""
+        if self._choice is None:
+            self._choice = resolve_broker({}, code=self.code_url)
+        return self._choice
+
+    @property
+    def chosen(self) -> bool:
+        return self._choice is not None
+
+    def use(self, choice: BrokerChoice) -> None:
+        if self.frozen:
+            raise HostAlreadyRunning("the broker cannot change once the host has started")
+        self._choice = choice
+
+    def __call__(
+        self, instance: str, registered: str, handler: Handler, options: ConsumerOptions
+    ) -> Consumer:
+        url = self.choice.url
+        return Consumer(
+            instance,
+            handler,
+            options,
+            transport=options.transport_for(url, instance=instance, clock=self._clock),
+            breaker=self._circuits.for_url(url),
+            broker=self.choice.redacted,
+            emit=self._emit,
+            host=self.host,
+            clock=self._clock,
+            rand=self._rand,
+            registered=registered,
+            observe_handler=self._metrics.handler_timer(registered, instance),
+            stuck_after=self._liveness_of(registered) / 2,
+        )
+
+    def announce(self) -> None:
+        """Log the broker and where it came from, warning when it may surprise."""
+        choice = self.choice
+        _log.info("broker_selected", host=self.host, broker=choice.redacted, source=choice.source)
+        if choice.overridden:
+            _log.warning(
+                "broker_overridden",
+                host=self.host,
+                variable=choice.source,
+                overridden=choice.overridden,
+                detail=f"{choice.source} is set and wins over Host(broker=...); unset it to use "
+                "the URL in the code",
+            )
+        if choice.embedded:
+            _log.warning(
+                "embedded_broker",
+                host=self.host,
+                detail=(
+                    "using the embedded development broker (kombu's filesystem transport under "
+                    f"{choice.url.removeprefix('filesystem://')}): one machine only, and messages "
+                    "being handled when the process is killed can be lost. Set "
+                    "CONSUMER_HOST_BROKER_URL or --broker to an amqp:// or redis:// URL for "
+                    "anything real."
+                ),
+            )
