@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -98,3 +100,36 @@ def errors_of(conn: Connection | None) -> tuple[type[BaseException], ...]:
 def describe(exc: BaseException) -> str:
     text = redact_text(str(exc)) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"
+
+
+class Guard:
+    """The context every use of a transport's connection runs in: its I/O lock, and error
+    translation (kombu, amqp and socket errors to ours, without secrets).
+
+    One reusable object per transport rather than a generator-based context manager: it runs
+    twice per message, and the difference shows in the benchmark.
+    """
+
+    __slots__ = ("_conn", "_io", "_queue", "_url", "action")
+
+    def __init__(
+        self, io: threading.Lock, url: str, queue: str, conn: Callable[[], Connection | None]
+    ) -> None:
+        self._io = io
+        self._url = url
+        self._queue = queue
+        self._conn = conn
+        self.action = ""
+
+    def __enter__(self) -> None:
+        self._io.acquire()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object
+    ) -> None:
+        self._io.release()
+        if exc is None:
+            return
+        error = translate(exc, Place(self.action, self._url, self._queue), self._conn())
+        if error is not None:
+            raise error from exc

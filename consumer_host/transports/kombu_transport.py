@@ -1,20 +1,15 @@
 """Consumers on kombu: RabbitMQ through py-amqp, and kombu's in-process and filesystem brokers.
 
-On RabbitMQ a retried message waits in a per-delay queue ``<queue>.retry.<ms>`` whose TTL
-dead-letters it back to ``<queue>`` through the default exchange; kombu's virtual transports have
-no TTLs, so there the copy goes straight back with an ``x-retry-at`` header and the consumer
-holds it until then. Copies go out on a second channel, confirmed and mandatory-routed
-(:mod:`.kombu_producer`), before the original is acked.
+Retries and dead letters are copies (:mod:`.kombu_copies`), published on a second channel,
+confirmed and mandatory-routed (:mod:`.kombu_producer`), before the original is acked; on
+kombu's virtual transports a retry carries ``x-retry-at`` and the consumer holds it until then.
 
 On RabbitMQ deliveries are read straight from py-amqp (no kombu ``Message``, whose constructor
 raises on an unknown ``compression`` header), through a frame reader that survives properties
 py-amqp cannot parse (:mod:`.amqp_frames`); acks may come in any order (:mod:`.amqp_acks`) and
 reach the broker within ``max_ack_delay`` even while the owner thread sits in a handler: the
 heartbeat keeper thread sends due acks under the same I/O lock.
-
-``Delivery.delivery_count`` comes from a quorum queue's ``x-delivery-count`` header (+1), which
-RabbitMQ sets from the second delivery on; classic queues keep no count, so it stays ``None``
-there (and on a quorum queue's first delivery).
+Deliveries are built in :mod:`.kombu_deliveries`.
 """
 
 from __future__ import annotations
@@ -25,20 +20,22 @@ from collections import deque
 from contextlib import suppress
 from typing import Any
 
-from kombu.compression import decompress
 from kombu.connection import Connection
 
 from consumer_host.clock import SYSTEM_CLOCK, Clock
 from consumer_host.errors import BrokerUnavailable, CopyRefused
-from consumer_host.message import COPIED_PROPERTIES, RETRY_AT_HEADER, Delivery
+from consumer_host.message import RETRY_AT_HEADER, Delivery
 from consumer_host.redaction import redact_url
 
 from . import amqp_frames
 from .amqp_acks import AckLedger
-from .base import Place, QueueSpec
+from .amqp_keeper import Keeper
+from .base import QueueSpec
 from .broker import scheme_of
-from .kombu_connection import AMQP_SCHEMES, connection_options, translate
-from .kombu_producer import RoutedChannel, declare_queue, deliver, encodable_headers
+from .kombu_connection import AMQP_SCHEMES, Guard, connection_options
+from .kombu_copies import Copies
+from .kombu_deliveries import from_amqp, from_kombu
+from .kombu_producer import RoutedChannel, declare_queue
 
 __all__ = ["AMQP_SCHEMES", "KombuTransport", "connection_options"]
 
@@ -74,21 +71,18 @@ class KombuTransport:
         self._consumer_tag: str | None = None
         self._slow_start = False
         self._buffer: deque[Delivery] = deque()
-        self._declared_retry_queues: set[str] = set()
+        self._copies = Copies(url, spec, is_amqp=self.is_amqp)
         self._last_heartbeat_check = 0.0
         # Held for every use of the connection; free while a handler runs, so the keeper can
         # send heartbeats and due acks without interleaving frames with the owner thread.
         self._io = threading.Lock()
-        self._keeper_stop = threading.Event()
-        self._keeper_nudge = threading.Event()
-        self._keeper_idle = False
-        self._keeper: threading.Thread | None = None
+        self._keeper: Keeper | None = None
         # kombu's virtual transports ignore basic.ack's ``multiple``: ack those one by one.
         self._coalesce = ack_coalescing and self.is_amqp
         self._max_ack_delay = max_ack_delay
         self._ack_batch = max(1, spec.prefetch // 2)
         self._ledger = AckLedger()
-        self._guard = _Guard(self)
+        self._guard = Guard(self._io, url, spec.queue, lambda: self._conn)
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -109,9 +103,15 @@ class KombuTransport:
             self._routed = RoutedChannel(conn.channel(), amqp_broker=self.is_amqp)
             self._declare(conn)
         if self._heartbeat or self._coalesce:
-            self._keeper_stop = threading.Event()
-            self._keeper = threading.Thread(
-                target=self._keep_alive, name=f"heartbeat:{self.spec.queue}", daemon=True
+            self._keeper = Keeper(
+                f"heartbeat:{self.spec.queue}",
+                heartbeat=self._heartbeat,
+                max_ack_delay=self._max_ack_delay,
+                clock=self._clock,
+                ledger=self._ledger,
+                io=self._io,
+                flush_acks=self._flush_acks,
+                send_heartbeat=self._send_heartbeat,
             )
             self._keeper.start()
 
@@ -129,7 +129,7 @@ class KombuTransport:
                 routing_key=spec.routing_key or spec.queue,
             )
         declare_queue(conn, spec.dead_letter)
-        self._declared_retry_queues.clear()
+        self._copies.forget_declarations()
 
     def start_consuming(self) -> None:
         with self._translated("consume from"):
@@ -196,8 +196,9 @@ class KombuTransport:
             conn.collect()
 
     def _stop_keeper(self) -> None:
-        self._keeper_stop.set()
-        self._keeper_nudge.set()
+        if self._keeper is not None:
+            self._keeper.stop()
+            self._keeper = None
 
     def _forget(self) -> None:
         with self._io:
@@ -212,53 +213,13 @@ class KombuTransport:
 
     def _on_amqp_message(self, msg: Any) -> None:
         """A py-amqp message, straight off the frame reader (which marks unparseable ones)."""
-        props = msg.properties
-        info = msg.delivery_info
-        tag = info["delivery_tag"]
         if self._coalesce:
-            self._ledger.delivered(tag)
-        headers = props.get("application_headers")
-        if not isinstance(headers, dict):
-            headers = {}
-        defect = props.pop(amqp_frames.DEFECT_PROPERTY, None)
-        body = msg.body
-        if "compression" in headers and defect is None:
-            # kombu producers compress on request; kombu consumers decompress transparently.
-            try:
-                body = decompress(body, headers["compression"])
-                headers = {k: v for k, v in headers.items() if k != "compression"}
-            except Exception as exc:  # noqa: BLE001 - an unknown or lying compression header
-                defect = f"undecompressable: {type(exc).__name__}: {str(exc)[:200]}"
-        count = headers.get("x-delivery-count")
-        self._buffer.append(
-            Delivery(
-                body=body if type(body) is bytes else _as_bytes(body, None),  # b'' comes as ''
-                content_type=props.get("content_type") or None,
-                content_encoding=props.get("content_encoding") or None,
-                headers=headers,
-                properties=props,
-                delivery_info=info,
-                redelivered=bool(info.get("redelivered")),
-                delivery_count=count + 1 if type(count) is int else None,
-                defect=defect,
-                handle=tag,
-            )
-        )
+            self._ledger.delivered(msg.delivery_info["delivery_tag"])
+        self._buffer.append(from_amqp(msg))
 
     def _on_kombu_message(self, message: Any) -> None:
         """A kombu message from a virtual transport (memory, filesystem)."""
-        self._buffer.append(
-            Delivery(
-                body=_as_bytes(message.body, message.content_encoding),
-                content_type=message.content_type or None,
-                content_encoding=message.content_encoding or None,
-                headers=message.headers if isinstance(message.headers, dict) else {},
-                properties=message.properties,
-                delivery_info=message.delivery_info,
-                redelivered=bool(message.delivery_info.get("redelivered")),
-                handle=message.delivery_tag,
-            )
-        )
+        self._buffer.append(from_kombu(message))
 
     def fetch(self, timeout: float, limit: int = 1_000) -> list[Delivery]:
         conn = self._conn
@@ -295,47 +256,11 @@ class KombuTransport:
             self._last_heartbeat_check = now
             conn.heartbeat_check()
 
-    def _keep_alive(self) -> None:
-        """While the owner thread is in a handler: send heartbeats (frames only, no reads), and
-        acks once they are ``max_ack_delay`` old."""
-        # With heartbeats off (heartbeat=0) the keeper still sends due acks.
-        beat = max(0.5, self._heartbeat / 3) if self._heartbeat else 3600.0
-        clock, ledger, stop = self._clock, self._ledger, self._keeper_stop
-        next_beat = clock.now() + beat
-        while not stop.is_set():
-            # Idle first, then look: an ack recorded in between nudges us (see _ack).
-            self._keeper_idle = True
-            since = ledger.first_finished_at
-            wake = next_beat if since is None else min(next_beat, since + self._max_ack_delay)
-            if since is not None:
-                self._keeper_idle = False
-            clock.wait(self._keeper_nudge, wake - clock.now())
-            self._keeper_nudge.clear()
-            now = clock.now()
-            since = ledger.first_finished_at
-            acks_due = since is not None and now >= since + self._max_ack_delay
-            beat_due = now >= next_beat
-            if stop.is_set() or not (acks_due or beat_due):
-                continue
-            if not self._io.acquire(blocking=False):
-                # The owner thread is using the connection: it sends both itself. Look again
-                # soon in case it is publishing a copy rather than fetching.
-                next_beat = now + beat if beat_due else next_beat
-                clock.wait(stop, self._max_ack_delay / 5)
-                continue
-            try:
-                conn = self._conn
-                if conn is not None and conn.connection is not None:
-                    if acks_due:
-                        self._flush_acks()
-                    if beat_due and self._heartbeat:
-                        conn.connection.send_heartbeat()
-            except Exception:  # noqa: BLE001, S110 - the owner thread will see the failure
-                pass
-            finally:
-                self._io.release()
-            if beat_due:
-                next_beat = now + beat
+    def _send_heartbeat(self) -> None:
+        """From the keeper, under the I/O lock."""
+        conn = self._conn
+        if conn is not None and conn.connection is not None:
+            conn.connection.send_heartbeat()
 
     # -- settling ---------------------------------------------------------------------------------
 
@@ -362,9 +287,8 @@ class KombuTransport:
         ledger.finish(delivery.handle, self._clock.now())
         if len(ledger) >= self._ack_batch:
             self._flush_acks()
-        elif self._keeper_idle:
-            self._keeper_idle = False
-            self._keeper_nudge.set()
+        elif self._keeper is not None:
+            self._keeper.ack_recorded()
 
     def _flush_acks(self) -> None:
         """Send what the ledger says is safe to ack now (caller holds the I/O lock)."""
@@ -380,7 +304,8 @@ class KombuTransport:
     def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
         with self._translated("retry on"):
             if self.is_amqp:
-                target = self._retry_queue(delay)
+                assert self._conn is not None
+                target = self._copies.retry_queue(self._conn, delay)
             else:
                 target = self.spec.queue
                 headers = {**headers, RETRY_AT_HEADER: self._clock.wall() + delay}
@@ -407,50 +332,13 @@ class KombuTransport:
         if self._coalesce:
             self._ledger.settled(delivery.handle)
 
-    def _retry_queue(self, delay: float) -> str:
-        ttl_ms = max(1, round(delay * 1000))
-        name = f"{self.spec.queue}.retry.{ttl_ms}"
-        if name not in self._declared_retry_queues:
-            self._declare_retry_queue(name, ttl_ms)
-            self._declared_retry_queues.add(name)
-        return name
-
-    def _declare_retry_queue(self, name: str, ttl_ms: int) -> None:
-        arguments = {
-            "x-message-ttl": ttl_ms,
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": self.spec.queue,
-        }
-        assert self._conn is not None
-        declare_queue(self._conn, name, arguments=arguments)
-
     def _copy(self, delivery: Delivery, target: str, headers: dict[str, Any]) -> None:
         """Publish a copy, confirmed and routed; otherwise give the original back and raise
         :class:`CopyRefused` (the connection stays usable)."""
-        conn, routed = self._conn, self._routed
-        assert conn is not None
-        assert routed is not None
-        props = delivery.properties
-        properties = {k: props[k] for k in COPIED_PROPERTIES if props.get(k) is not None}
-        properties["content_type"] = delivery.content_type or "application/data"
-        properties["content_encoding"] = delivery.content_encoding or "binary"
-        properties["delivery_mode"] = 2
-        if target == self.spec.dead_letter:
-            redeclare = lambda: declare_queue(conn, target)  # noqa: E731
-        else:
-            ttl_ms = int(target.rsplit(".", 1)[1]) if self.is_amqp else 0
-            redeclare = lambda: self._declare_retry_queue(target, ttl_ms)  # noqa: E731
-        where = Place(f"copy to {target!r} from", self.url, self.spec.queue)
+        assert self._conn is not None
+        assert self._routed is not None
         try:
-            deliver(
-                routed,
-                where,
-                redeclare,
-                delivery.body,
-                target,
-                encodable_headers(headers),
-                properties,
-            )
+            self._copies.publish(self._conn, self._routed, delivery, target, headers)
         except CopyRefused:
             self._give_back(delivery)
             raise
@@ -473,46 +361,7 @@ class KombuTransport:
 
     # -- errors ----------------------------------------------------------------------------------
 
-    def _translated(self, action: str) -> _Guard:
+    def _translated(self, action: str) -> Guard:
         """Hold the connection and map kombu, amqp and socket errors to ours (no secrets)."""
         self._guard.action = action
         return self._guard
-
-
-class _Guard:
-    """The context every use of the connection runs in: the I/O lock, and error translation.
-
-    One reusable object per transport rather than a generator-based context manager: it runs
-    twice per message, and the difference shows in the benchmark.
-    """
-
-    __slots__ = ("action", "transport")
-
-    def __init__(self, transport: KombuTransport) -> None:
-        self.transport = transport
-        self.action = ""
-
-    def __enter__(self) -> None:
-        self.transport._io.acquire()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object
-    ) -> None:
-        transport = self.transport
-        transport._io.release()
-        if exc is None:
-            return
-        where = Place(self.action, transport.url, transport.spec.queue)
-        error = translate(exc, where, transport._conn)
-        if error is not None:
-            raise error from exc
-
-
-def _as_bytes(body: Any, encoding: str | None) -> bytes:
-    if isinstance(body, bytes | bytearray | memoryview):
-        return bytes(body)
-    # kombu's virtual transports hand over text for text content encodings: undo that.
-    try:
-        return str(body).encode(encoding or "utf-8")
-    except (LookupError, UnicodeEncodeError):
-        return str(body).encode("utf-8", errors="surrogateescape")

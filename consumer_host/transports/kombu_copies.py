@@ -1,0 +1,72 @@
+"""Retry and dead-letter copies on kombu: where they go, and publishing them confirmed and routed.
+
+On RabbitMQ a retried message waits in a per-delay queue ``<queue>.retry.<ms>`` whose TTL
+dead-letters it back to ``<queue>`` through the default exchange; kombu's virtual transports have
+no TTLs, so there the copy goes straight back to ``<queue>`` (the caller adds ``x-retry-at``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu.connection import Connection
+
+from consumer_host.message import COPIED_PROPERTIES, Delivery
+
+from .base import Place, QueueSpec
+from .kombu_producer import RoutedChannel, declare_queue, deliver, encodable_headers
+
+
+class Copies:
+    """The copy targets of one consumer's queue, declared once per connection."""
+
+    def __init__(self, url: str, spec: QueueSpec, *, is_amqp: bool) -> None:
+        self.url = url
+        self.spec = spec
+        self.is_amqp = is_amqp
+        self._declared: set[str] = set()
+
+    def forget_declarations(self) -> None:
+        """A new connection: declare retry queues again before their first use."""
+        self._declared.clear()
+
+    def retry_queue(self, conn: Connection, delay: float) -> str:
+        ttl_ms = max(1, round(delay * 1000))
+        name = f"{self.spec.queue}.retry.{ttl_ms}"
+        if name not in self._declared:
+            self._declare_retry_queue(conn, name, ttl_ms)
+            self._declared.add(name)
+        return name
+
+    def _declare_retry_queue(self, conn: Connection, name: str, ttl_ms: int) -> None:
+        arguments = {
+            "x-message-ttl": ttl_ms,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.spec.queue,
+        }
+        declare_queue(conn, name, arguments=arguments)
+
+    def publish(
+        self,
+        conn: Connection,
+        routed: RoutedChannel,
+        delivery: Delivery,
+        target: str,
+        headers: dict[str, Any],
+    ) -> None:
+        """Publish a copy of ``delivery`` to ``target``, confirmed and routed, or raise
+        :class:`~consumer_host.errors.CopyRefused`."""
+        props = delivery.properties
+        properties = {k: props[k] for k in COPIED_PROPERTIES if props.get(k) is not None}
+        properties["content_type"] = delivery.content_type or "application/data"
+        properties["content_encoding"] = delivery.content_encoding or "binary"
+        properties["delivery_mode"] = 2
+        if target == self.spec.dead_letter:
+            redeclare = lambda: declare_queue(conn, target)  # noqa: E731
+        else:
+            ttl_ms = int(target.rsplit(".", 1)[1]) if self.is_amqp else 0
+            redeclare = lambda: self._declare_retry_queue(conn, target, ttl_ms)  # noqa: E731
+        where = Place(f"copy to {target!r} from", self.url, self.spec.queue)
+        deliver(
+            routed, where, redeclare, delivery.body, target, encodable_headers(headers), properties
+        )
