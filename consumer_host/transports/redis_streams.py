@@ -6,7 +6,7 @@ Each queue is a stream, each ``@host.consumer`` a consumer group (the queue name
 * Reading: ``XREADGROUP ... COUNT n BLOCK`` the fetch timeout; ``n`` is 1 after
   ``start_consuming`` until the first settle (slow start), then up to the prefetch.
 * Acks: collected and sent as one ``XACK`` before the next read, or once the oldest waited
-  50 ms, or on drain; a crash between can only redeliver.
+  50 ms, or on drain; a crash between can only redeliver (:mod:`.redis_stream_acks`).
 * Crash recovery: every ``claim_after`` / 4 (jittered) each instance runs ``XAUTOCLAIM`` for
   entries idle longer than ``claim_after`` (default 60 s; it must exceed your longest handler,
   or a slow handler's message is handed to a second consumer). It claims **one entry at a time**
@@ -49,12 +49,12 @@ from .redis_common import (
     translated,
 )
 from .redis_producers import StreamsProducer
+from .redis_stream_acks import StreamAcks
 from .redis_stream_entries import entry_fields, plain_url, read_entry
 from .redis_stream_upkeep import forget_stale_consumers, trim
 
 __all__ = ["RedisStreamsTransport", "StreamsProducer", "entry_fields", "plain_url"]
 
-_MAX_ACK_DELAY = 0.05
 _PROMOTE_AT_LEAST_EVERY = 2.0
 _TRIM_EVERY = 10.0
 
@@ -87,14 +87,7 @@ class RedisStreamsTransport:
         self.keys_delayed = f"consumer-host:{spec.queue}:delayed"
         self._redis: redis.Redis | None = None
         self._consuming = False
-        self._to_ack: list[bytes] = []
-        self._oldest_ack = 0.0
-        # Acks are batched into one XACK; a flusher thread sends a batch 50 ms old even while
-        # the connection thread sits in a long handler (it shares the list under this lock).
-        self._ack_lock = threading.Lock()
-        self._acks_pending = threading.Event()
-        self._flusher_stop = threading.Event()
-        self._acked_since_trim = True
+        self._acks = StreamAcks(spec.queue, self.group, clock)
         self._slow = SlowStart(spec.prefetch)
         self._claimed: set[bytes] = set()
         self._claims = Cadence(clock, max(0.5, claim_after / 4))
@@ -118,14 +111,7 @@ class RedisStreamsTransport:
             self._promote = client.register_script(scripts.STREAM_PROMOTE_DUE)
             self._settle_copy = client.register_script(scripts.STREAM_SETTLE_COPY)
         self._claims.now()
-        self._flusher_stop = threading.Event()
-        self._acks_pending.clear()  # discard() set it to wake the previous flusher
-        threading.Thread(
-            target=self._flush_when_due,
-            args=(client, self._flusher_stop),
-            name=f"acks:{self.consumer}",
-            daemon=True,
-        ).start()
+        self._acks.start_flusher(client, f"acks:{self.consumer}")
 
     @staticmethod
     def _ensure_group(client: redis.Redis, stream: str, group: str) -> None:
@@ -143,13 +129,13 @@ class RedisStreamsTransport:
         self._consuming = False
         if self._redis is not None:
             with self._translated("ack on"):
-                self._flush_acks(self._redis)
+                self._acks.flush(self._redis)
 
     def close(self) -> None:
         client = self._redis
         if client is not None:
             with suppress(redis_errors.RedisError):  # unacked entries are claimed again later
-                self._flush_acks(client)
+                self._acks.flush(client)
                 # Leave the group if we own nothing: deleting a consumer drops its pending
                 # entries, so one that still holds some stays until they are claimed.
                 mine = client.xpending_range(
@@ -165,12 +151,10 @@ class RedisStreamsTransport:
         self.discard()
 
     def discard(self) -> None:
-        self._flusher_stop.set()
-        self._acks_pending.set()  # wake the flusher so it sees the stop
+        self._acks.stop_flusher()
         client, self._redis = self._redis, None
         self._consuming = False
-        with self._ack_lock:
-            self._to_ack = []
+        self._acks.clear()
         self._slow.forget()
         self._claimed.clear()
         if client is not None:
@@ -181,7 +165,7 @@ class RedisStreamsTransport:
     def fetch(self, timeout: float, limit: int = 1_000) -> list[Delivery]:
         client = self._client()
         with self._translated("read from"):
-            self._flush_acks(client)
+            self._acks.flush(client)
             self._maintain(client)
             if not self._consuming:
                 return []
@@ -252,8 +236,8 @@ class RedisStreamsTransport:
             if next_due is not None:
                 self._promotion.at(self._clock.now() + float(next_due) - self._clock.wall())
         if self._trims.due():
-            if self._acked_since_trim:
-                self._acked_since_trim = False
+            if self._acks.sent:
+                self._acks.sent = False
                 self._trim(client)
             forget_stale_consumers(
                 client, self.spec.queue, self.group, keep=self.consumer, idle=self.claim_after * 2
@@ -265,42 +249,8 @@ class RedisStreamsTransport:
     # -- settling ---------------------------------------------------------------------------------
 
     def ack(self, delivery: Delivery) -> None:
-        with self._ack_lock:
-            if not self._to_ack:
-                self._oldest_ack = self._clock.now()
-                self._acks_pending.set()
-            self._to_ack.append(delivery.handle)
+        self._acks.add(delivery.handle)
         self._settled(delivery)
-
-    def _take_acks(self) -> list[bytes]:
-        with self._ack_lock:
-            ids, self._to_ack = self._to_ack, []
-            self._acks_pending.clear()
-        return ids
-
-    def _flush_acks(self, client: redis.Redis) -> None:
-        if self._to_ack:
-            ids = self._take_acks()
-            if ids:
-                client.xack(self.spec.queue, self.group, *ids)
-                self._acked_since_trim = True
-
-    def _flush_when_due(self, client: redis.Redis, stop: threading.Event) -> None:
-        """Send a batch of acks once it is ``_MAX_ACK_DELAY`` old, whatever the owner does."""
-        while not stop.is_set():
-            self._acks_pending.wait()
-            wait = _MAX_ACK_DELAY - (self._clock.now() - self._oldest_ack)
-            if stop.wait(max(wait, 0.001)) or not self._to_ack:
-                continue
-            if self._clock.now() - self._oldest_ack < _MAX_ACK_DELAY:
-                continue
-            ids = self._take_acks()
-            try:
-                if ids:
-                    client.xack(self.spec.queue, self.group, *ids)
-                    self._acked_since_trim = True
-            except redis_errors.RedisError:
-                continue  # the owner sees the outage; unacked entries are claimed again
 
     def _settled(self, delivery: Delivery, *, counts: bool = True) -> None:
         self._slow.settled(delivery, counts=counts)
@@ -336,7 +286,7 @@ class RedisStreamsTransport:
                 keys=[self.spec.queue, target, held or target], args=args, client=self._client()
             )
         self._settled(delivery)
-        self._acked_since_trim = True
+        self._acks.sent = True
         if isinstance(result, bytes | str):
             raise refused(action, Place("on", self.url, self.spec.queue), target, result)
 
