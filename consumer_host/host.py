@@ -4,26 +4,23 @@ a host observes of itself (``consumer_host.hosting``)."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Unpack
 
-from consumer_host.consuming.handling import Handler
+from consumer_host.hosting import keywords as kw
 from consumer_host.hosting import observations
 from consumer_host.hosting.consumers import ConsumerBuilder
 from consumer_host.hosting.controls import Controls
 from consumer_host.hosting.lifecycle import EXIT_OK, CriticalHandler, Lifecycle
 from consumer_host.hosting.program import run_program
-from consumer_host.hosting.registry import Registry
+from consumer_host.hosting.publishing import HostPublisher, PublishKeywords
+from consumer_host.hosting.registry import H, Registry, T, W
 from consumer_host.operating import probes
 from consumer_host.operating.health import HealthServer
 from consumer_host.operating.metrics import HostMetrics
 from consumer_host.supervision.events import Event, EventHook
 from consumer_host.supervision.supervisor import Worker
-from consumer_host.transports.broker import (
-    BrokerChoice,
-    BrokerCircuitOptions,
-    BrokerCircuits,
-)
+from consumer_host.transports.broker import BrokerChoice, BrokerCircuitOptions, BrokerCircuits
 
 from ._version import __version__
 from .clock import SYSTEM_CLOCK, Clock
@@ -50,6 +47,7 @@ class Host:
         clock: Clock = SYSTEM_CLOCK,
         rand: Callable[[], float] = random.random,
         control_token: str | None = None,
+        middleware: Iterable[Any] = (),
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"host name must be a non-empty string, got {name!r}")
@@ -77,30 +75,42 @@ class Host:
             rand=rand,
         )
         self.registry = Registry(name, self.consumers)
+        self.consumers.middleware.extend(middleware)
+        self.publisher = HostPublisher(lambda: self.broker_choice.url, self.consumers.middleware)
+        self.lifecycle.on_stopped.append(self.publisher.close)
         self.controls = Controls(name, self.registry, lambda: self.lifecycle.supervisors)
         self._health: HealthServer | None = None
 
     # -- registration (see hosting.registry.Registry) -------------------------------------------
 
-    def consumer(self, name: str, **options: Any) -> Callable[[Handler], Handler]:
+    def consumer(self, name: str, **options: Unpack[kw.ConsumerRegistration]) -> Callable[[H], H]:
         """Decorator: consume ``queue`` with ``handler(message)`` (plain or ``async def``), at
         least once. Keywords: every consumer option (``queue``, ``concurrency``, ``prefetch``,
         ``max_retries``, ...) and every supervision option (``pool``, ``critical``, ...)."""
         return self.registry.consumer(name, **options)
 
-    def worker(
-        self, name: str, **options: Any
-    ) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    def worker(self, name: str, **options: Unpack[kw.SupervisionKeywords]) -> Callable[[W], W]:
         """Decorator: run ``fn(stop)`` as a supervised loop (supervision options as keywords)."""
         return self.registry.worker(name, **options)
 
-    def celery_task(self, name: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
+    def celery_task(self, name: str, **options: Unpack[kw.CeleryTaskKeywords]) -> Callable[[T], T]:
         """Decorator: handle the Celery task ``name`` (see :meth:`Registry.celery_task`)."""
         return self.registry.celery_task(name, **options)
 
-    def register(self, worker: Worker, *, name: str | None = None, **options: Any) -> None:
+    def register(
+        self, worker: Worker, *, name: str | None = None, **options: Unpack[kw.SupervisionKeywords]
+    ) -> None:
         """Register an object with ``name`` and ``run(stop)``, supervised like a worker."""
         self.registry.register(worker, name=name, **options)
+
+    def add_middleware(self, middleware: Any) -> None:
+        """Run ``middleware``'s hooks around every message, after those given before."""
+        self.consumers.add_middleware(middleware)
+
+    def publish(self, queue: str, body: Any, **options: Unpack[PublishKeywords]) -> str:
+        """Publish ``body`` as JSON to ``queue`` on the host's broker, confirmed; returns its
+        message id (``headers=``, ``message_id=``; see :class:`~consumer_host.Publisher`)."""
+        return self.publisher.publish(queue, body, **options)
 
     def consumer_names(self) -> list[str]:
         """The registered consumers (what pause and resume address)."""

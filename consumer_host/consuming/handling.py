@@ -79,6 +79,18 @@ class HandlerReturnedAwaitable(Exception):
     """A plain handler returned a coroutine or other awaitable: it never ran."""
 
 
+def refuse_awaitable(handler: Handler, result: Any) -> None:
+    """A plain handler that returned an awaitable never ran: raise, and close a coroutine so
+    that no "never awaited" warning comes instead."""
+    if result is not None and inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()
+        raise HandlerReturnedAwaitable(
+            f"{describe_callable(handler)} returned {type(result).__name__} instead of "
+            "running: declare it `async def` so the host awaits it"
+        )
+
+
 def run_sync(handler: Handler, job: Job, now: Callable[[], float]) -> None:
     """Run a plain handler for ``job``, recording its outcome on the job. Never raises.
 
@@ -89,14 +101,7 @@ def run_sync(handler: Handler, job: Job, now: Callable[[], float]) -> None:
     tokens = bind_contextvars(message_id=job.delivery.message_id)
     began = perf_counter()
     try:
-        result = handler(job.message)
-        if result is not None and inspect.isawaitable(result):
-            if inspect.iscoroutine(result):
-                result.close()  # no "never awaited" warning: the failure says it instead
-            raise HandlerReturnedAwaitable(
-                f"{describe_callable(handler)} returned {type(result).__name__} instead of "
-                "running: declare it `async def` so the host awaits it"
-            )
+        refuse_awaitable(handler, handler(job.message))
     except BaseException as exc:  # noqa: BLE001 - everything a handler raises is a message failure
         job.error = exc
     finally:

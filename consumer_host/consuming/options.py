@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any
+from typing import Any, Required, TypedDict
 
 from consumer_host.clock import SYSTEM_CLOCK, Clock
 from consumer_host.errors import ConfigError
@@ -216,12 +216,47 @@ class ConsumerOptions:
         return policy.base_delay(attempt - 1)
 
 
+class ConsumerSettings(TypedDict, total=False):
+    """Every :class:`ConsumerOptions` keyword but ``queue``, typed for ``mypy`` and editors
+    (``tests/test_typing.py`` proves the two declarations agree, name for name and type for
+    type)."""
+
+    concurrency: int
+    prefetch: int | None
+    partition_by: Callable[[Any], Any] | None
+    max_retries: int
+    max_deliveries: int
+    retry_backoff_min: float
+    retry_backoff_max: float
+    dead_letter: str | None
+    accept: tuple[str, ...]
+    max_body_bytes: int
+    exchange: str | None
+    routing_key: str | None
+    queue_arguments: dict[str, Any]
+    heartbeat: float
+    ack_coalescing: bool
+    group: str | None
+    claim_after: float
+    reconnect_backoff_min: float
+    reconnect_backoff_max: float
+    poll_interval: float
+    kill_switch: KillSwitch | None
+    stuck_after: float | None
+
+
+class ConsumerKeywords(ConsumerSettings, total=False):
+    """Every :class:`ConsumerOptions` keyword; ``queue`` is required."""
+
+    queue: Required[str]
+
+
 def option_fields(options: type) -> list[Field[Any]]:
     """The user-settable fields of an options dataclass, in declaration order."""
     return [f for f in fields(options) if f.init]
 
 
-def split_options(given: dict[str, Any], *groups: type, who: str) -> list[dict[str, Any]]:
+def split_options(given: Mapping[str, Any], *groups: type, who: str) -> list[dict[str, Any]]:
     """Split ``given`` keywords between option dataclasses; an unknown one is a ConfigError
     that suggests the nearest known name (``prefech`` -> ``prefetch``)."""
     names = [{f.name for f in option_fields(group)} for group in groups]

@@ -15,25 +15,16 @@ from typing import Any
 import structlog
 
 from consumer_host.errors import Defer, Reject
-from consumer_host.message import ATTEMPT_HEADER, RETRY_AT_HEADER, Delivery
+from consumer_host.message import ATTEMPT_HEADER, RETRY_AT_HEADER, Delivery, Message
 from consumer_host.redaction import redact_text
 from consumer_host.transports.base import Transport
 
 from .decoding import BadMessage, preview
 from .handling import Job, describe_error
+from .middleware import Chain, Outcome, defer_step
 from .options import ConsumerOptions
 
 ERROR_HEADER_LIMIT = 500
-
-
-def defer_step(seconds: float) -> float:
-    """How long to hold a deferred message this time: the largest of 0.1 s, 0.2 s, 0.4 s ...
-    that does not overshoot. On RabbitMQ every distinct delay is a queue, so arbitrary ETAs
-    must map onto a few; a message comes back, and is deferred again, until it is due."""
-    step = 0.1
-    while step * 2 <= seconds and step < 3276.8:
-        step *= 2
-    return step
 
 
 def debug_enabled(log: Any) -> bool:
@@ -75,6 +66,7 @@ class Settlement:
         log: Any,
         wall: Callable[[], float],
         observe: Callable[[float], None],
+        chain: Chain | None = None,
     ) -> None:
         self.transport = transport
         self.options = options
@@ -82,6 +74,8 @@ class Settlement:
         self._log = log
         self._wall = wall
         self._observe = observe
+        self.chain = chain
+        """The consumer's middleware: told about bad input, which never reaches a handler."""
         self.debug = False  # per-message lines cost too much to build and drop on the hot path
 
     def finish(self, job: Job) -> None:
@@ -153,6 +147,25 @@ class Settlement:
             content_type=delivery.content_type,
             body=preview(delivery.body),
             dead_letter_queue=self.options.dead_letter_queue,
+        )
+        if self.chain is not None and self.chain.after:
+            self.chain.rejected(
+                self._undecoded(delivery),
+                Outcome(kind="rejected_bad_input", attempt=delivery.attempt, error=bad),
+            )
+
+    def _undecoded(self, delivery: Delivery) -> Message:
+        """What middleware sees of bad input: the raw bytes as the body."""
+        return Message(
+            body=delivery.body,
+            headers=dict(delivery.headers),
+            content_type=delivery.content_type,
+            message_id=delivery.message_id,
+            delivery_info=delivery.delivery_info,
+            redelivered=delivery.redelivered,
+            attempt=delivery.attempt,
+            queue=self.options.queue,
+            raw=delivery.body,
         )
 
     def _error_headers(

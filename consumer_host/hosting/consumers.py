@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
 from consumer_host.clock import SYSTEM_CLOCK, Clock
 from consumer_host.consuming.consumer import Consumer
 from consumer_host.consuming.handling import Handler
+from consumer_host.consuming.middleware import ConsumerInfo, wrap_handler
 from consumer_host.consuming.options import ConsumerOptions
 from consumer_host.errors import HostAlreadyRunning
 from consumer_host.operating.metrics import HostMetrics
 from consumer_host.supervision.events import EventHook
-from consumer_host.transports.broker import BrokerChoice, BrokerCircuits, resolve_broker
+from consumer_host.transports.broker import (
+    BrokerChoice,
+    BrokerCircuits,
+    messaging_system,
+    resolve_broker,
+)
 
 _log = structlog.get_logger("consumer_host.host")
 
@@ -47,6 +54,8 @@ class ConsumerBuilder:
         self._liveness_of = liveness_of
         self._clock = clock
         self._rand = rand
+        self.middleware: list[Any] = []
+        """Per-message middleware every consumer runs (``Host(middleware=...)``)."""
 
     @property
     def choice(self) -> BrokerChoice:
@@ -59,6 +68,11 @@ class ConsumerBuilder:
     def chosen(self) -> bool:
         return self._choice is not None
 
+    def add_middleware(self, middleware: Any) -> None:
+        if self.frozen:
+            raise HostAlreadyRunning("middleware cannot be added once the host has started")
+        self.middleware.append(middleware)
+
     def use(self, choice: BrokerChoice) -> None:
         if self.frozen:
             raise HostAlreadyRunning("the broker cannot change once the host has started")
@@ -68,9 +82,13 @@ class ConsumerBuilder:
         self, instance: str, registered: str, handler: Handler, options: ConsumerOptions
     ) -> Consumer:
         url = self.choice.url
-        return Consumer(
+        info = ConsumerInfo(
+            name=registered, instance=instance, queue=options.queue, system=messaging_system(url)
+        )
+        wrapped, chain = wrap_handler(handler, self.middleware, options, info)
+        consumer = Consumer(
             instance,
-            handler,
+            wrapped,
             options,
             transport=options.transport_for(url, instance=instance, clock=self._clock),
             breaker=self._circuits.for_url(url),
@@ -83,6 +101,8 @@ class ConsumerBuilder:
             observe_handler=self._metrics.handler_timer(registered, instance),
             stuck_after=self._liveness_of(registered) / 2,
         )
+        consumer.settlement.chain = chain  # bad input never reaches the handler's middleware
+        return consumer
 
     def announce(self) -> None:
         """Log the broker and where it came from, warning when it may surprise."""

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, TypeVar, Unpack
 
 from consumer_host.consuming.consumer import Consumer
 from consumer_host.consuming.handling import Handler, is_async
 from consumer_host.consuming.options import ConsumerOptions, split_options, unknown_option
 from consumer_host.errors import ConfigError, HostAlreadyRunning
 from consumer_host.supervision.supervisor import SupervisionOptions, Worker
+
+from .keywords import CeleryQueueKeywords, ConsumerRegistration, SupervisionKeywords
+
+H = TypeVar("H", bound=Handler)
+"""A handler's own type: the decorator gives it back unchanged."""
+W = TypeVar("W", bound=Callable[[threading.Event], None])
+T = TypeVar("T", bound=Callable[..., Any])
+#: Supervision options that must be integers, and ``True`` is not one.
+_INTEGERS = ("pool", "max_restarts")
 
 
 class FunctionWorker:
@@ -35,6 +44,8 @@ class Registration:
     kind: str = "worker"
     details: tuple[tuple[str, Any], ...] = ()
     consumer_options: ConsumerOptions | None = None
+    handler: Handler | None = None
+    """A consumer's handler, as registered (what ``consumer_host.testing`` drives)."""
 
     def instance_names(self) -> list[str]:
         if self.options.pool == 1:
@@ -82,13 +93,11 @@ class Registry:
         """The registered consumers (what pause and resume address)."""
         return [name for name, reg in self._registrations.items() if reg.kind != "worker"]
 
-    def worker(
-        self, name: str, **options: Any
-    ) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    def worker(self, name: str, **options: Unpack[SupervisionKeywords]) -> Callable[[W], W]:
         """Decorator: run ``fn(stop)`` as a supervised loop (options as :meth:`register`)."""
         supervision = self._options(name, options)
 
-        def decorate(fn: Callable[..., None]) -> Callable[..., None]:
+        def decorate(fn: W) -> W:
             self._add(
                 Registration(name, lambda instance: FunctionWorker(instance, fn), supervision)
             )
@@ -96,7 +105,7 @@ class Registry:
 
         return decorate
 
-    def consumer(self, name: str, **options: Any) -> Callable[[Handler], Handler]:
+    def consumer(self, name: str, **options: Unpack[ConsumerRegistration]) -> Callable[[H], H]:
         """Decorator: consume ``queue`` with ``handler(message)``, at least once.
 
         ``handler`` is a plain function or an ``async def`` one. Returning acks the message;
@@ -119,7 +128,7 @@ class Registry:
             raise ConfigError(f"{who}: {exc}") from None
         supervision_options = self._options(name, supervision)
 
-        def decorate(handler: Handler) -> Handler:
+        def decorate(handler: H) -> H:
             if not callable(handler):
                 raise ConfigError(f"{who}: the handler must be callable")
             self._add(
@@ -129,6 +138,7 @@ class Registry:
                     supervision_options,
                     kind="consumer",
                     consumer_options=consumer_options,
+                    handler=handler,
                     details=(
                         ("queue", consumer_options.queue),
                         ("dead_letter", consumer_options.dead_letter_queue),
@@ -150,8 +160,8 @@ class Registry:
         queue: str = "celery",
         bind: bool = False,
         result_backend: str | None = None,
-        **options: Any,
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        **options: Unpack[CeleryQueueKeywords],
+    ) -> Callable[[T], T]:
         """Decorator: handle the Celery task ``name`` (``fn(*args, **kwargs)``; with
         ``bind=True``, ``fn(task_context, *args, **kwargs)``) from ``queue``.
 
@@ -177,7 +187,7 @@ class Registry:
         elif result_backend:
             dispatcher.result_backend = result_backend
 
-        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def decorate(fn: T) -> T:
             if self._started:
                 raise HostAlreadyRunning(f"cannot register {name!r}: the host is running")
             dispatcher.add(name, fn, bind=bind)
@@ -185,7 +195,9 @@ class Registry:
 
         return decorate
 
-    def register(self, worker: Worker, *, name: str | None = None, **options: Any) -> None:
+    def register(
+        self, worker: Worker, *, name: str | None = None, **options: Unpack[SupervisionKeywords]
+    ) -> None:
         """Register an object with ``name`` and ``run(stop)``.
 
         With ``pool > 1`` the same object's ``run`` is called from every instance's thread, so it
@@ -198,11 +210,14 @@ class Registry:
             raise ConfigError(f"{worker!r} needs a name: give it a .name or pass name=")
         self._add(Registration(name, lambda _instance: worker, self._options(name, options)))
 
-    def _options(self, name: str, options: dict[str, Any]) -> SupervisionOptions:
+    def _options(self, name: str, options: Mapping[str, Any]) -> SupervisionOptions:
         known = SupervisionOptions.__dataclass_fields__
         for key in options:
             if key not in known:
                 raise ConfigError(unknown_option(key, known, who=f"worker {name!r}"))
+        for key in _INTEGERS:
+            if isinstance(options.get(key), bool):
+                raise ConfigError(f"worker {name!r}: {key} must be an integer >= 1, not a bool")
         try:
             return SupervisionOptions(**options)
         except ConfigError as exc:

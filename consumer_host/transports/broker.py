@@ -134,6 +134,17 @@ _KOMBU_URL_PARTS = frozenset(
 )
 
 
+def messaging_system(url: str) -> str:
+    """OpenTelemetry's ``messaging.system`` for a broker URL: ``rabbitmq``, ``redis``, or
+    kombu's transport name (``memory``, ``filesystem``)."""
+    scheme = scheme_of(url)
+    if scheme in {"amqp", "amqps", "pyamqp"}:
+        return "rabbitmq"
+    if scheme.startswith("redis"):
+        return "redis"
+    return scheme
+
+
 def scheme_of(url: str) -> str:
     return urlsplit(url).scheme.lower()
 
