@@ -1,0 +1,349 @@
+"""Drive a host's consumers without a broker: the real decode, middleware and settlement code
+behind a transport that records what it was asked to do.
+
+What runs is what a consumer instance runs for one delivery (``Consumer`` minus the loop):
+:func:`~consumer_host.consuming.decoding.decode` and ``message_for`` judge the delivery, the
+handler runs wrapped in the host's middleware by ``run_sync`` / ``run_async``, and
+:class:`~consumer_host.consuming.settlement.Settlement` settles it, so retry delays, attempt
+headers and dead-letter headers are the ones a broker would get.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from consumer_host.clock import SYSTEM_CLOCK, Clock
+from consumer_host.consuming.decoding import BadMessage, decode
+from consumer_host.consuming.handling import Job, is_async, message_for, run_async, run_sync
+from consumer_host.consuming.middleware import ConsumerInfo, OutcomeKind, wrap_handler
+from consumer_host.consuming.options import ConsumerOptions
+from consumer_host.consuming.settlement import Settlement
+from consumer_host.errors import ConfigError, Defer
+from consumer_host.host import Host
+from consumer_host.hosting.registry import Registration
+from consumer_host.message import ATTEMPT_HEADER, Delivery, Message
+from consumer_host.transports.broker import messaging_system
+
+_log = structlog.get_logger("consumer_host.testing")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settled:
+    """What became of one message.
+
+    ``outcome``: ``acked``, ``retried``, ``deferred``, ``dead_lettered`` or
+    ``rejected_bad_input``. ``headers``: those of the copy the broker would get (a retry's with
+    ``x-attempt``; a dead letter's with ``x-error``, ``x-error-type``, ``x-attempts``, ...), or
+    the message's own when acked. ``queue``: where it went (the dead-letter queue for dead
+    letters). ``delay``: seconds before a retried or deferred copy comes back.
+    """
+
+    outcome: OutcomeKind
+    attempt: int
+    queue: str
+    headers: dict[str, Any]
+    delay: float | None = None
+    error: BaseException | None = None
+    message: Message | None = None
+    """What the handler got (``None`` for bad input)."""
+    key: Any = None
+    """The ``partition_by`` key."""
+    delivery: Delivery = field(repr=False)
+
+
+class RecordingTransport:
+    """The settling half of a transport, recording each call instead of talking to a broker."""
+
+    delays_retries = True
+
+    def __init__(self) -> None:
+        self.acked: list[Delivery] = []
+        self.retried: list[tuple[Delivery, dict[str, Any], float]] = []
+        self.dead_lettered: list[tuple[Delivery, dict[str, Any]]] = []
+
+    def ack(self, delivery: Delivery) -> None:
+        self.acked.append(delivery)
+
+    def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
+        self.retried.append((delivery, headers, delay))
+
+    def dead_letter(self, delivery: Delivery, headers: dict[str, Any]) -> None:
+        self.dead_lettered.append((delivery, headers))
+
+
+class _Published:
+    """Stands in for ``host.publish`` under a harness: records, with the middleware's headers."""
+
+    def __init__(self, middleware: list[Any]) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self._middleware = middleware
+
+    def publish(
+        self,
+        queue: str,
+        body: Any,
+        *,
+        headers: dict[str, Any] | None = None,
+        message_id: str | None = None,
+    ) -> str:
+        headers = dict(headers or {})
+        for middleware in self._middleware:
+            hook = getattr(middleware, "before_publish", None)
+            if callable(hook):
+                hook(queue, headers)
+        message_id = message_id or str(uuid.uuid4())
+        json.dumps(body)  # what the real publisher would refuse, this refuses too
+        self.messages.append(
+            {"queue": queue, "body": body, "headers": headers, "message_id": message_id}
+        )
+        return message_id
+
+    def close(self) -> None:
+        return
+
+
+class Harness:
+    """Sends messages to ``host``'s registered consumers, one at a time, on this thread.
+
+    ``host.publish`` is recorded in :attr:`published` instead of reaching a broker.
+    """
+
+    def __init__(self, host: Host, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.host = host
+        self.clock = clock
+        self.settled: list[Settled] = []
+        recorder = _Published(host.consumers.middleware)
+        host.publisher = recorder  # type: ignore[assignment]
+        self.published = recorder.messages
+        """Messages handlers published: dicts of queue, body, headers, message_id."""
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def send(
+        self,
+        consumer: str,
+        body: Any = None,
+        *,
+        headers: dict[str, Any] | None = None,
+        message_id: str | None = None,
+        attempt: int = 1,
+        raw: bytes | None = None,
+        content_type: str | None = "application/json",
+    ) -> Settled:
+        """Deliver ``body`` (as JSON, or ``raw`` bytes as they are) to the consumer registered
+        as ``consumer`` (or consuming that queue) and return what became of it."""
+        registration, delivery = self._delivery(
+            consumer, body, headers, message_id, attempt, raw, content_type
+        )
+        return self._deliver(registration, delivery)
+
+    async def send_async(self, consumer: str, body: Any = None, **options: Any) -> Settled:
+        """:meth:`send` from a test that runs in an event loop (``async def`` handlers run as
+        tasks of that loop)."""
+        registration, delivery = self._delivery(
+            consumer,
+            body,
+            options.get("headers"),
+            options.get("message_id"),
+            options.get("attempt", 1),
+            options.get("raw"),
+            options.get("content_type", "application/json"),
+        )
+        return await self._deliver_async(registration, delivery)
+
+    def send_task(
+        self,
+        task: str,
+        *args: Any,
+        queue: str = "celery",
+        kwargs: dict[str, Any] | None = None,
+        task_id: str | None = None,
+        eta: datetime | None = None,
+        expires: datetime | None = None,
+        retries: int = 0,
+        headers: dict[str, Any] | None = None,
+    ) -> Settled:
+        """Deliver a Celery task message (protocol 2, as ``app.send_task`` sends it)."""
+        task_id = task_id or str(uuid.uuid4())
+        celery_headers: dict[str, Any] = {
+            "lang": "py",
+            "task": task,
+            "id": task_id,
+            "root_id": task_id,
+            "retries": retries,
+            "eta": None if eta is None else eta.isoformat(),
+            "expires": None if expires is None else expires.isoformat(),
+            **(headers or {}),
+        }
+        embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+        return self.send(
+            f"celery.{queue}",
+            [list(args), kwargs or {}, embed],
+            headers=celery_headers,
+            message_id=task_id,
+        )
+
+    def redeliver(self, settled: Settled) -> Settled:
+        """The retried or deferred copy comes back: deliver it with the copy's headers."""
+        if settled.outcome not in {"retried", "deferred"}:
+            raise ValueError(f"a message that was {settled.outcome} does not come back")
+        registration = self._registration(settled.queue)
+        delivery = _delivery(
+            settled.delivery.body,
+            settled.delivery.content_type,
+            settled.headers,
+            settled.delivery.message_id,
+        )
+        return self._deliver(registration, delivery)
+
+    # -- the real path ------------------------------------------------------------------------
+
+    def _delivery(  # noqa: PLR0917 - send's arguments, passed on
+        self,
+        consumer: str,
+        body: Any,
+        headers: dict[str, Any] | None,
+        message_id: str | None,
+        attempt: int,
+        raw: bytes | None,
+        content_type: str | None,
+    ) -> tuple[Registration, Delivery]:
+        registration = self._registration(consumer)
+        headers = dict(headers or {})
+        if attempt != 1:
+            headers[ATTEMPT_HEADER] = attempt
+        data = raw if raw is not None else json.dumps(body).encode()
+        return registration, _delivery(data, content_type, headers, message_id)
+
+    def _registration(self, consumer: str) -> Registration:
+        registrations = [r for r in self.host.registry.registrations if r.kind != "worker"]
+        for registration in registrations:
+            options = registration.consumer_options
+            if consumer in {registration.name, options.queue if options else None}:
+                return registration
+        known = ", ".join(r.name for r in registrations) or "none"
+        raise ConfigError(f"no consumer named or consuming {consumer!r} (consumers: {known})")
+
+    def _parts(
+        self, registration: Registration
+    ) -> tuple[ConsumerOptions, Any, Settlement, RecordingTransport]:
+        options = registration.consumer_options
+        assert options is not None
+        assert registration.handler is not None
+        info = ConsumerInfo(
+            name=registration.name,
+            instance=registration.name,
+            queue=options.queue,
+            system=messaging_system(self.host.broker_choice.url),
+        )
+        handler, chain = wrap_handler(
+            registration.handler, self.host.consumers.middleware, options, info
+        )
+        transport = RecordingTransport()
+        settlement = Settlement(
+            transport,  # type: ignore[arg-type]  # only the settling calls are made
+            options,
+            log=_log.bind(worker=registration.name, queue=options.queue),
+            wall=self.clock.wall,
+            observe=lambda _seconds: None,
+            chain=chain,
+        )
+        return options, handler, settlement, transport
+
+    def _judge(
+        self, options: ConsumerOptions, settlement: Settlement, delivery: Delivery
+    ) -> Job | BadMessage:
+        """As the consumer judges a delivery: bad input is dead-lettered, the rest is a job."""
+        try:
+            body = decode(delivery, options.accepted, options.max_body_bytes)
+            message = message_for(delivery, body, delivery.attempt, options.queue)
+        except BadMessage as bad:
+            settlement.reject_bad_input(delivery, bad)
+            return bad
+        key = None if options.partition_by is None else options.partition_by(message)
+        return Job(
+            delivery=delivery, message=message, attempt=message.attempt, generation=0, key=key
+        )
+
+    def _deliver(self, registration: Registration, delivery: Delivery) -> Settled:
+        options, handler, settlement, transport = self._parts(registration)
+        job = self._judge(options, settlement, delivery)
+        if isinstance(job, Job):
+            if is_async(handler):
+                asyncio.run(run_async(handler, job, self.clock.now))
+            else:
+                run_sync(handler, job, self.clock.now)
+            settlement.finish(job)
+        return self._settled(options, delivery, job, transport)
+
+    async def _deliver_async(self, registration: Registration, delivery: Delivery) -> Settled:
+        options, handler, settlement, transport = self._parts(registration)
+        job = self._judge(options, settlement, delivery)
+        if isinstance(job, Job):
+            if is_async(handler):
+                await run_async(handler, job, self.clock.now)
+            else:
+                run_sync(handler, job, self.clock.now)
+            settlement.finish(job)
+        return self._settled(options, delivery, job, transport)
+
+    def _settled(
+        self,
+        options: ConsumerOptions,
+        delivery: Delivery,
+        job: Job | BadMessage,
+        transport: RecordingTransport,
+    ) -> Settled:
+        bad = isinstance(job, BadMessage)
+        common: dict[str, Any] = {
+            "attempt": delivery.attempt,
+            "delivery": delivery,
+            "message": None if isinstance(job, BadMessage) else job.message,
+            "key": None if isinstance(job, BadMessage) else job.key,
+            "error": job if isinstance(job, BadMessage) else job.error,
+        }
+        settled: Settled
+        if transport.acked:
+            settled = Settled(
+                outcome="acked", queue=options.queue, headers=dict(delivery.headers), **common
+            )
+        elif transport.retried:
+            _, headers, delay = transport.retried[0]
+            deferred = isinstance(common["error"], Defer)
+            settled = Settled(
+                outcome="deferred" if deferred else "retried",
+                queue=options.queue,
+                headers=headers,
+                delay=delay,
+                **common,
+            )
+        else:
+            _, headers = transport.dead_lettered[0]
+            settled = Settled(
+                outcome="rejected_bad_input" if bad else "dead_lettered",
+                queue=options.dead_letter_queue,
+                headers=headers,
+                **common,
+            )
+        self.settled.append(settled)
+        return settled
+
+
+def _delivery(
+    body: bytes, content_type: str | None, headers: dict[str, Any], message_id: str | None
+) -> Delivery:
+    return Delivery(
+        body=body,
+        content_type=content_type,
+        content_encoding="utf-8",
+        headers=dict(headers),
+        properties={"message_id": message_id or str(uuid.uuid4())},
+        delivery_info={},
+    )
