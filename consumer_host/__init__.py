@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from consumer_host.consuming.celery_tasks import TaskContext
 from consumer_host.consuming.killswitch import KillSwitch
+from consumer_host.consuming.middleware import ConsumerInfo, Outcome
 from consumer_host.consuming.options import ConsumerOptions
 from consumer_host.supervision.backoff import Backoff, BackoffPolicy
 from consumer_host.supervision.breaker import BreakerState, CircuitBreaker
 from consumer_host.supervision.supervisor import InstanceState, SupervisionOptions, Worker
 from consumer_host.transports.broker import BrokerCircuitOptions
+from consumer_host.transports.publisher import Publisher
 
 from ._version import __version__
 from .clock import Clock, SystemClock
@@ -18,7 +21,9 @@ from .errors import (
     CircuitBreakerTripped,
     ConfigError,
     ConsumerHostError,
+    CopyRefused,
     CriticalWorkerFailed,
+    Defer,
     HostAlreadyRunning,
     Permanent,
     Reject,
@@ -40,17 +45,23 @@ __all__ = [
     "Clock",
     "ConfigError",
     "ConsumerHostError",
+    "ConsumerInfo",
     "ConsumerOptions",
+    "CopyRefused",
     "CriticalWorkerFailed",
+    "Defer",
     "Host",
     "HostAlreadyRunning",
     "InstanceState",
     "KillSwitch",
     "Message",
+    "Outcome",
     "Permanent",
+    "Publisher",
     "Reject",
     "SupervisionOptions",
     "SystemClock",
+    "TaskContext",
     "Worker",
     "WorkerStopped",
     "__version__",
