@@ -200,3 +200,34 @@ class TestCeleryTasks:
         assert settled.outcome == "acked"
         [context] = contexts
         assert (context.id, context.name, context.retries) == ("t-1", "tasks.later", 2)
+
+
+def test_the_readme_example_runs_as_written(consumer_harness, monkeypatch):
+    """README's "Testing your consumers" block, executed against an app it describes."""
+    import re
+    import sys
+    import types
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### Testing your consumers")[1]
+    [block] = re.findall(r"```python\n(.*?)```", section.split("\n## ")[0], re.S)
+
+    class OutOfStock(Exception):
+        pass
+
+    host = Host("shop")
+
+    @host.consumer("orders", queue="orders")
+    def handle(message):
+        raise OutOfStock(f"order {message.body['id']}")
+
+    host.celery_task("orders.ship", queue="celery")(lambda order_id: None)
+    shop, app = types.ModuleType("shop"), types.ModuleType("shop.app")
+    app.host = host
+    monkeypatch.setitem(sys.modules, "shop", shop)
+    monkeypatch.setitem(sys.modules, "shop.app", app)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    [test] = [f for name, f in namespace.items() if name.startswith("test_")]
+    test(consumer_harness)

@@ -76,3 +76,43 @@ def test_no_module_outgrows_its_room():
         str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")
     }
     assert sizes["consumer_host/host.py"] <= 250
+
+
+def _readme_exports() -> set[str]:
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("<!-- exports:start -->")[1].split("<!-- exports:end -->")[0]
+    names: set[str] = set()
+    for row in table.splitlines()[2:]:
+        first_cell = row.split("|")[1]
+        names.update(re.findall(r"`(\w+)`", first_cell))
+    return names
+
+
+def test_readme_lists_exactly_what_consumer_host_exports():
+    public = importlib.import_module("consumer_host")
+    assert _readme_exports() == set(public.__all__) - {"__version__"}
+
+
+def test_every_consumer_host_name_readme_mentions_is_exported():
+    """A class or exception of the package that README names in backticks (``Defer``,
+    ``Publisher``) is importable from ``consumer_host`` itself."""
+    import inspect
+    import pkgutil
+
+    defined: set[str] = set()
+    for info in pkgutil.walk_packages([str(PACKAGE)], "consumer_host."):
+        if info.name.startswith(
+            ("consumer_host.otel", "consumer_host.testing", "consumer_host.__")
+        ):
+            continue  # optional extra and the test helpers: imported from their own module
+        module = importlib.import_module(info.name)
+        defined.update(
+            name
+            for name, value in vars(module).items()
+            if inspect.isclass(value) and value.__module__.startswith("consumer_host")
+        )
+    readme = (ROOT / "README.md").read_text()
+    mentioned = set(re.findall(r"`([A-Z]\w+)(?:\(|`)", readme)) & defined
+    public = importlib.import_module("consumer_host")
+    assert {"Defer", "Publisher", "Reject", "Outcome"} <= mentioned
+    assert sorted(mentioned - set(public.__all__)) == []
