@@ -15,8 +15,7 @@ import threading
 
 import structlog
 
-from consumer_host import Host, Message
-from consumer_host.transports.publisher import Publisher
+from consumer_host import Host, Message, Publisher
 
 host = Host("shop")
 log = structlog.get_logger("shop")
