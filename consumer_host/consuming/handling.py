@@ -101,7 +101,9 @@ def run_sync(handler: Handler, job: Job, now: Callable[[], float]) -> None:
     tokens = bind_contextvars(message_id=job.delivery.message_id)
     began = perf_counter()
     try:
-        refuse_awaitable(handler, handler(job.message))
+        result = handler(job.message)
+        if result is not None:  # the common case stays one comparison
+            refuse_awaitable(handler, result)
     except BaseException as exc:  # noqa: BLE001 - everything a handler raises is a message failure
         job.error = exc
     finally:

@@ -133,62 +133,79 @@ class Chain:
         return run_sync
 
     def _run_sync(self, handler: Handler, message: Message) -> None:
-        failure: BaseException | None = None
-        with contextlib.ExitStack() as stack:
-            runner = _Runner()
-            stack.callback(runner.close)
-            try:
-                for name, hook in self.before:
-                    failure = _call(name, "before", runner.call, hook, message)
-                    if failure is not None:
-                        break
-                for name, hook in self.around if failure is None else ():
-                    failure = _call(name, "around", runner.enter, stack, hook, message)
-                    if failure is not None:
-                        break
-                if failure is None:
-                    try:
-                        refuse_awaitable(handler, handler(message))
-                    except BaseException as exc:  # noqa: BLE001 - recorded, re-raised below
-                        failure = exc
+        runner = _Runner()
+        stack = contextlib.ExitStack() if self.around else None
+        try:
+            failure = self._enter_sync(runner, stack, message)
+            if failure is None:
+                try:
+                    result = handler(message)
+                    if result is not None:
+                        refuse_awaitable(handler, result)
+                except BaseException as exc:  # noqa: BLE001 - recorded, re-raised below
+                    failure = exc
+            if self.after:
+                outcome = outcome_for(failure, message.attempt, self.options)
                 for name, hook in self.after:
-                    outcome = outcome_for(failure, message.attempt, self.options)
                     error = _call(name, "after", runner.call, hook, message, outcome)
-                    failure = failure or error
-            finally:
-                failure = failure or _exit(stack)
+                    if error is not None and failure is None:
+                        failure = error
+                        outcome = outcome_for(failure, message.attempt, self.options)
+        finally:
+            exit_error = None if stack is None else _exit(stack)
+            runner.close()
+        failure = failure or exit_error
         if failure is not None:
             raise failure
 
+    def _enter_sync(
+        self, runner: _Runner, stack: contextlib.ExitStack | None, message: Message
+    ) -> BaseException | None:
+        """Every ``before``, then every ``around`` entered; the first failure stops them."""
+        for name, hook in self.before:
+            failure = _call(name, "before", runner.call, hook, message)
+            if failure is not None:
+                return failure
+        for name, hook in self.around if stack is not None else ():
+            failure = _call(name, "around", runner.enter, stack, hook, message)
+            if failure is not None:
+                return failure
+        return None
+
     async def _run_async(self, handler: Handler, message: Message) -> None:
-        failure: BaseException | None = None
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                for name, hook in self.before:
-                    failure = await _call_async(name, "before", hook, message)
-                    if failure is not None:
-                        break
-                for name, hook in self.around if failure is None else ():
-                    failure = await _call_async(name, "around", _enter_async, stack, hook, message)
-                    if failure is not None:
-                        break
-                if failure is None:
-                    try:
-                        await handler(message)
-                    except BaseException as exc:  # noqa: BLE001 - recorded, re-raised below
-                        failure = exc
-                for name, hook in self.after:
-                    outcome = outcome_for(failure, message.attempt, self.options)
-                    error = await _call_async(name, "after", hook, message, outcome)
-                    failure = failure or error
-            finally:
+        stack = contextlib.AsyncExitStack() if self.around else None
+        try:
+            failure = await self._enter_async(stack, message)
+            if failure is None:
                 try:
-                    await stack.aclose()
-                except Exception as exc:  # noqa: BLE001 - an around that fails on its way out
-                    _failed("around", "exit", exc)
-                    failure = failure or exc
+                    await handler(message)
+                except BaseException as exc:  # noqa: BLE001 - recorded, re-raised below
+                    failure = exc
+            if self.after:
+                outcome = outcome_for(failure, message.attempt, self.options)
+                for name, hook in self.after:
+                    error = await _call_async(name, "after", hook, message, outcome)
+                    if error is not None and failure is None:
+                        failure = error
+                        outcome = outcome_for(failure, message.attempt, self.options)
+        finally:
+            exit_error = None if stack is None else await _exit_async(stack)
+        failure = failure or exit_error
         if failure is not None:
             raise failure
+
+    async def _enter_async(
+        self, stack: contextlib.AsyncExitStack | None, message: Message
+    ) -> BaseException | None:
+        for name, hook in self.before:
+            failure = await _call_async(name, "before", hook, message)
+            if failure is not None:
+                return failure
+        for name, hook in self.around if stack is not None else ():
+            failure = await _call_async(name, "around", _enter_context, stack, hook, message)
+            if failure is not None:
+                return failure
+        return None
 
 
 def _failed(name: str, hook: str, exc: BaseException) -> None:
@@ -217,7 +234,7 @@ async def _call_async(
     return None
 
 
-async def _enter_async(
+async def _enter_context(
     stack: contextlib.AsyncExitStack, hook: Callable[[Message], Any], message: Message
 ) -> None:
     manager = hook(message)
@@ -225,6 +242,15 @@ async def _enter_async(
         await stack.enter_async_context(manager)
     else:
         stack.enter_context(manager)
+
+
+async def _exit_async(stack: contextlib.AsyncExitStack) -> BaseException | None:
+    try:
+        await stack.aclose()
+    except Exception as exc:  # noqa: BLE001 - an around that fails on its way out
+        _failed("around", "exit", exc)
+        return exc
+    return None
 
 
 def _exit(stack: contextlib.ExitStack) -> BaseException | None:
