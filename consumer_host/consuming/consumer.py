@@ -36,6 +36,7 @@ from .hand import Hand
 from .handling import Handler, Job, is_async
 from .judging import Judge
 from .killswitch import KillSwitchState
+from .middleware import Chain
 from .options import ConsumerOptions
 from .outcomes import Outcomes
 from .settlement import Settlement, debug_enabled
@@ -65,7 +66,10 @@ class Consumer:
         registered: str | None = None,
         observe_handler: Callable[[float], None] | None = None,
         stuck_after: float = 300.0,
+        chain: Chain | None = None,
     ) -> None:
+        """``handler`` is what runs (with middleware, ``chain.wrap`` of the registered one);
+        ``chain`` also hears about bad input, which never reaches a handler."""
         self.name = name
         self.stuck_after = options.stuck_after or stuck_after
         self.handler = handler
@@ -96,6 +100,7 @@ class Consumer:
             log=self._log,
             wall=clock.wall,
             observe=observe_handler or (lambda _seconds: None),
+            chain=chain,
         )
         self._context = {"instance": name, "queue": options.queue}
         self._executor: Executor | None = None

@@ -86,7 +86,7 @@ class ConsumerBuilder:
             name=registered, instance=instance, queue=options.queue, system=messaging_system(url)
         )
         wrapped, chain = wrap_handler(handler, self.middleware, options, info)
-        consumer = Consumer(
+        return Consumer(
             instance,
             wrapped,
             options,
@@ -100,9 +100,8 @@ class ConsumerBuilder:
             registered=registered,
             observe_handler=self._metrics.handler_timer(registered, instance),
             stuck_after=self._liveness_of(registered) / 2,
+            chain=chain,
         )
-        consumer.settlement.chain = chain  # bad input never reaches the handler's middleware
-        return consumer
 
     def announce(self) -> None:
         """Log the broker and where it came from, warning when it may surprise."""

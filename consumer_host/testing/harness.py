@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,8 +21,10 @@ from typing import Any
 import structlog
 
 from consumer_host.clock import SYSTEM_CLOCK, Clock
-from consumer_host.consuming.decoding import BadMessage, decode
-from consumer_host.consuming.handling import Job, is_async, message_for, run_async, run_sync
+from consumer_host.consuming.decoding import BadMessage
+from consumer_host.consuming.handling import Job, is_async, run_async, run_sync
+from consumer_host.consuming.judging import Judge
+from consumer_host.consuming.lanes import PartitionLanes
 from consumer_host.consuming.middleware import ConsumerInfo, OutcomeKind, wrap_handler
 from consumer_host.consuming.options import ConsumerOptions
 from consumer_host.consuming.settlement import Settlement
@@ -260,17 +263,21 @@ class Harness:
     def _judge(
         self, options: ConsumerOptions, settlement: Settlement, delivery: Delivery
     ) -> Job | BadMessage:
-        """As the consumer judges a delivery: bad input is dead-lettered, the rest is a job."""
-        try:
-            body = decode(delivery, options.accepted, options.max_body_bytes)
-            message = message_for(delivery, body, delivery.attempt, options.queue)
-        except BadMessage as bad:
-            settlement.reject_bad_input(delivery, bad)
-            return bad
-        key = None if options.partition_by is None else options.partition_by(message)
-        return Job(
-            delivery=delivery, message=message, attempt=message.attempt, generation=0, key=key
-        )
+        """As the consumer judges a delivery (its own :class:`Judge`): bad input is
+        dead-lettered, the rest is a job, given its ``partition_by`` key by a real lane."""
+        rejected: list[BadMessage] = []
+
+        def settled_by(settle: Callable[[Delivery, Any], None], target: Delivery, arg: Any) -> None:
+            settle(target, arg)
+            if isinstance(arg, BadMessage):
+                rejected.append(arg)
+
+        job = Judge(options, settlement, settled_by, _log).job_for(delivery, generation=0)
+        if job is None:
+            return rejected[0]
+        if options.partition_by is not None:
+            PartitionLanes(options.partition_by).admit(job)
+        return job
 
     def _deliver(self, registration: Registration, delivery: Delivery) -> Settled:
         options, handler, settlement, transport = self._parts(registration)
