@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from consumer_host import BreakerState, BrokerRefused, BrokerUnavailable, CircuitBreaker, Reject
+from consumer_host import BreakerState, BrokerRefused, BrokerUnavailable, CircuitBreaker
 from consumer_host.consuming.consumer import Consumer
 from consumer_host.consuming.options import ConsumerOptions
 from consumer_host.errors import ConfigError
@@ -123,45 +123,6 @@ class TestReconnect:
 
 
 class TestMessages:
-    def test_handler_exceptions_retry_with_doubling_delays_then_dead_letter(self):
-        clock = FakeClock(auto_advance=True)
-        batches = [[delivery(**({"x-attempt": n} if n > 1 else {}))] for n in (1, 2, 3, 4)]
-        transport = FakeTransport(batches=batches)
-
-        def handler(message):
-            raise KeyError("missing")
-
-        c = consumer(
-            transport,
-            clock,
-            handler=handler,
-            max_retries=3,
-            retry_backoff_min=1.0,
-            retry_backoff_max=60.0,
-        )
-        run_until(c, lambda: transport.dead, "the dead letter")
-        assert [(h["x-attempt"], delay) for _, h, delay in transport.retried] == [
-            (2, 1.0),
-            (3, 2.0),
-            (4, 4.0),
-        ]
-        [(_, headers)] = transport.dead
-        assert headers["x-attempts"] == 4
-        assert headers["x-error-type"] == "KeyError"
-        assert c.status()["retried"] == 3
-        assert c.status()["dead_lettered"] == 1
-
-    def test_error_header_is_cut_at_500_characters(self):
-        clock = FakeClock(auto_advance=True)
-        transport = FakeTransport(batches=[[delivery()]])
-
-        def handler(message):
-            raise Reject("x" * 5000)
-
-        c = consumer(transport, clock, handler=handler)
-        run_until(c, lambda: transport.dead)
-        assert len(transport.dead[0][1]["x-error"]) == 500
-
     def test_a_stop_requeues_fetched_but_unstarted_deliveries(self):
         clock = FakeClock(auto_advance=True)
         stop_after_first = threading.Event()
