@@ -75,7 +75,7 @@ class Host:
             rand=rand,
         )
         self.registry = Registry(name, self.consumers)
-        self.consumers.middleware.extend(middleware)
+        self.consumers.add_middleware(*middleware)
         self.publisher = HostPublisher(lambda: self.broker_choice.url, self.consumers.middleware)
         self.lifecycle.on_stopped.append(self.publisher.close)
         self.controls = Controls(name, self.registry, lambda: self.lifecycle.supervisors)

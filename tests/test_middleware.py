@@ -10,7 +10,7 @@ import threading
 import pytest
 from structlog.testing import capture_logs
 
-from consumer_host import Defer, Host, HostAlreadyRunning, Reject
+from consumer_host import ConfigError, Defer, Host, HostAlreadyRunning, Reject
 from consumer_host.testing import Harness
 from consumer_host.transports.broker import BrokerChoice
 
@@ -310,3 +310,14 @@ def test_hooks_run_on_the_handlers_thread_or_task_in_a_running_host(concurrency,
     status = host.status()[0]
     assert status["acked"] == 5
     assert status["dead_lettered"] == 1
+
+
+def test_an_object_with_no_hook_is_refused_as_middleware():
+    class Misspelt:
+        def befor(self, message):
+            return None
+
+    with pytest.raises(ConfigError, match="middleware 'Misspelt' has none of the hooks before"):
+        Host("shop", middleware=[Misspelt()])
+    with pytest.raises(ConfigError, match="has none of the hooks"):
+        Host("shop").add_middleware(object())

@@ -37,6 +37,9 @@ from .options import ConsumerOptions
 
 _log = structlog.get_logger("consumer_host.middleware")
 
+#: The hooks a middleware may have; it needs at least one.
+HOOKS = ("before", "around", "after", "before_publish", "for_consumer")
+
 OutcomeKind = Literal["acked", "retried", "deferred", "dead_lettered", "rejected_bad_input"]
 
 

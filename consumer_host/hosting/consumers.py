@@ -11,9 +11,9 @@ import structlog
 from consumer_host.clock import SYSTEM_CLOCK, Clock
 from consumer_host.consuming.consumer import Consumer
 from consumer_host.consuming.handling import Handler
-from consumer_host.consuming.middleware import ConsumerInfo, wrap_handler
+from consumer_host.consuming.middleware import HOOKS, ConsumerInfo, name_of, wrap_handler
 from consumer_host.consuming.options import ConsumerOptions
-from consumer_host.errors import HostAlreadyRunning
+from consumer_host.errors import ConfigError, HostAlreadyRunning
 from consumer_host.operating.metrics import HostMetrics
 from consumer_host.supervision.events import EventHook
 from consumer_host.transports.broker import (
@@ -68,10 +68,15 @@ class ConsumerBuilder:
     def chosen(self) -> bool:
         return self._choice is not None
 
-    def add_middleware(self, middleware: Any) -> None:
+    def add_middleware(self, *middleware: Any) -> None:
         if self.frozen:
             raise HostAlreadyRunning("middleware cannot be added once the host has started")
-        self.middleware.append(middleware)
+        for item in middleware:
+            if not any(callable(getattr(item, hook, None)) for hook in HOOKS):
+                raise ConfigError(
+                    f"middleware {name_of(item)!r} has none of the hooks {', '.join(HOOKS)}"
+                )
+            self.middleware.append(item)
 
     def use(self, choice: BrokerChoice) -> None:
         if self.frozen:
