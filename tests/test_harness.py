@@ -231,3 +231,12 @@ def test_the_readme_example_runs_as_written(consumer_harness, monkeypatch):
     exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
     [test] = [f for name, f in namespace.items() if name.startswith("test_")]
     test(consumer_harness)
+
+
+def test_the_host_gets_its_own_publish_back_when_the_harness_closes(host):
+    own = host.publisher
+    with Harness(host) as harness:
+        assert host.publisher is not own
+        host.publish("q", {"n": 1})
+        assert len(harness.published) == 1
+    assert host.publisher is own

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -13,12 +13,17 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture
-def consumer_harness() -> Callable[..., Harness]:
+def consumer_harness() -> Iterator[Callable[..., Harness]]:
     """``consumer_harness(host)``: a :class:`~consumer_host.testing.Harness` for ``host``'s
-    registered consumers (keywords as ``Harness``: ``clock=``)."""
+    registered consumers (keywords as ``Harness``: ``clock=``), closed after the test."""
     from consumer_host.testing.harness import Harness
 
-    def make(host: Host, **options: Any) -> Harness:
-        return Harness(host, **options)
+    made: list[Harness] = []
 
-    return make
+    def make(host: Host, **options: Any) -> Harness:
+        made.append(Harness(host, **options))
+        return made[-1]
+
+    yield make
+    for harness in reversed(made):
+        harness.close()

@@ -123,9 +123,20 @@ class Harness:
         self.clock = clock
         self.settled: list[Settled] = []
         recorder = _Published(host.consumers.middleware)
+        self._publisher = host.publisher
         host.publisher = recorder  # type: ignore[assignment]
         self.published = recorder.messages
         """Messages handlers published: dicts of queue, body, headers, message_id."""
+
+    def close(self) -> None:
+        """Give the host its own ``publish`` back (the fixture does this after each test)."""
+        self.host.publisher = self._publisher
+
+    def __enter__(self) -> Harness:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -244,7 +255,7 @@ class Harness:
             name=registration.name,
             instance=registration.name,
             queue=options.queue,
-            system=messaging_system(self.host.broker_choice.url),
+            system=messaging_system(self._broker_url()),
         )
         handler, chain = wrap_handler(
             registration.handler, self.host.consumers.middleware, options, info
@@ -259,6 +270,12 @@ class Harness:
             chain=chain,
         )
         return options, handler, settlement, transport
+
+    def _broker_url(self) -> str:
+        """The host's broker as far as it is known, without resolving it (which reads the
+        environment and may create the embedded broker's folder)."""
+        consumers = self.host.consumers
+        return consumers.choice.url if consumers.chosen else self.host.broker or "memory://"
 
     def _judge(
         self, options: ConsumerOptions, settlement: Settlement, delivery: Delivery
