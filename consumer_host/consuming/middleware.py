@@ -102,7 +102,6 @@ class Chain:
 
     def __init__(self, middleware: Iterable[Any], options: ConsumerOptions) -> None:
         self.options = options
-        self.names = [name_of(m) for m in middleware]
         items = list(middleware)
         self.before = [(name_of(m), h) for m in items if (h := _hook(m, "before"))]
         self.around = [(name_of(m), h) for m in items if (h := _hook(m, "around"))]

@@ -12,6 +12,7 @@ Imports: the whole package (this sits on top, beside the CLI).
 from __future__ import annotations
 
 from .clock import FakeClock
-from .harness import Harness, RecordingTransport, Settled
+from .harness import Harness
+from .recording import RecordingPublisher, RecordingTransport, Settled
 
-__all__ = ["FakeClock", "Harness", "RecordingTransport", "Settled"]
+__all__ = ["FakeClock", "Harness", "RecordingPublisher", "RecordingTransport", "Settled"]

@@ -2,8 +2,9 @@
 behind a transport that records what it was asked to do.
 
 What runs is what a consumer instance runs for one delivery (``Consumer`` minus the loop):
-:func:`~consumer_host.consuming.decoding.decode` and ``message_for`` judge the delivery, the
-handler runs wrapped in the host's middleware by ``run_sync`` / ``run_async``, and
+the consumer's own :class:`~consumer_host.consuming.judging.Judge` decodes the delivery (bad
+input is dead-lettered there), a partition lane gives it its key, the handler runs wrapped in
+the host's middleware by ``run_sync`` / ``run_async``, and
 :class:`~consumer_host.consuming.settlement.Settlement` settles it, so retry delays, attempt
 headers and dead-letter headers are the ones a broker would get.
 """
@@ -14,7 +15,6 @@ import asyncio
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,91 +25,18 @@ from consumer_host.consuming.decoding import BadMessage
 from consumer_host.consuming.handling import Job, is_async, run_async, run_sync
 from consumer_host.consuming.judging import Judge
 from consumer_host.consuming.lanes import PartitionLanes
-from consumer_host.consuming.middleware import ConsumerInfo, OutcomeKind, wrap_handler
+from consumer_host.consuming.middleware import ConsumerInfo, wrap_handler
 from consumer_host.consuming.options import ConsumerOptions
 from consumer_host.consuming.settlement import Settlement
 from consumer_host.errors import ConfigError, Defer
 from consumer_host.host import Host
 from consumer_host.hosting.registry import Registration
-from consumer_host.message import ATTEMPT_HEADER, Delivery, Message
+from consumer_host.message import ATTEMPT_HEADER, Delivery
 from consumer_host.transports.broker import messaging_system
 
+from .recording import RecordingPublisher, RecordingTransport, Settled
+
 _log = structlog.get_logger("consumer_host.testing")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Settled:
-    """What became of one message.
-
-    ``outcome``: ``acked``, ``retried``, ``deferred``, ``dead_lettered`` or
-    ``rejected_bad_input``. ``headers``: those of the copy the broker would get (a retry's with
-    ``x-attempt``; a dead letter's with ``x-error``, ``x-error-type``, ``x-attempts``, ...), or
-    the message's own when acked. ``queue``: where it went (the dead-letter queue for dead
-    letters). ``delay``: seconds before a retried or deferred copy comes back.
-    """
-
-    outcome: OutcomeKind
-    attempt: int
-    queue: str
-    headers: dict[str, Any]
-    delay: float | None = None
-    error: BaseException | None = None
-    message: Message | None = None
-    """What the handler got (``None`` for bad input)."""
-    key: Any = None
-    """The ``partition_by`` key."""
-    delivery: Delivery = field(repr=False)
-
-
-class RecordingTransport:
-    """The settling half of a transport, recording each call instead of talking to a broker."""
-
-    delays_retries = True
-
-    def __init__(self) -> None:
-        self.acked: list[Delivery] = []
-        self.retried: list[tuple[Delivery, dict[str, Any], float]] = []
-        self.dead_lettered: list[tuple[Delivery, dict[str, Any]]] = []
-
-    def ack(self, delivery: Delivery) -> None:
-        self.acked.append(delivery)
-
-    def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
-        self.retried.append((delivery, headers, delay))
-
-    def dead_letter(self, delivery: Delivery, headers: dict[str, Any]) -> None:
-        self.dead_lettered.append((delivery, headers))
-
-
-class _Published:
-    """Stands in for ``host.publish`` under a harness: records, with the middleware's headers."""
-
-    def __init__(self, middleware: list[Any]) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self._middleware = middleware
-
-    def publish(
-        self,
-        queue: str,
-        body: Any,
-        *,
-        headers: dict[str, Any] | None = None,
-        message_id: str | None = None,
-    ) -> str:
-        headers = dict(headers or {})
-        for middleware in self._middleware:
-            hook = getattr(middleware, "before_publish", None)
-            if callable(hook):
-                hook(queue, headers)
-        message_id = message_id or str(uuid.uuid4())
-        json.dumps(body)  # what the real publisher would refuse, this refuses too
-        self.messages.append(
-            {"queue": queue, "body": body, "headers": headers, "message_id": message_id}
-        )
-        return message_id
-
-    def close(self) -> None:
-        return
 
 
 class Harness:
@@ -122,7 +49,7 @@ class Harness:
         self.host = host
         self.clock = clock
         self.settled: list[Settled] = []
-        recorder = _Published(host.consumers.middleware)
+        recorder = RecordingPublisher(host.consumers.middleware)
         self._publisher = host.publisher
         host.publisher = recorder  # type: ignore[assignment]
         self.published = recorder.messages
