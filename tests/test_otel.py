@@ -5,10 +5,12 @@ the context on, and log lines inside the span carrying its ids."""
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 from celery import Celery
@@ -227,3 +229,34 @@ def test_importing_consumer_host_never_imports_opentelemetry():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_traced_example_continues_the_trace_into_what_it_publishes(tmp_path):
+    """examples/traced.py, its handlers driven by the harness in a process of its own (it sets
+    the global tracer provider): the invoice it publishes carries the checkout's trace."""
+    example = Path(__file__).parent.parent / "examples" / "traced.py"
+    code = f"""
+import json, runpy
+from opentelemetry import propagate, trace
+from consumer_host.testing import Harness
+app = runpy.run_path({str(example)!r})
+harness = Harness(app["host"])
+with trace.get_tracer("test").start_as_current_span("web") as web:
+    headers = {{}}
+    propagate.inject(headers)
+settled = harness.send("checkouts", {{"order": 1}}, headers=headers)
+[invoice] = harness.published
+print(json.dumps({{
+    "outcome": settled.outcome,
+    "web": trace.format_trace_id(web.get_span_context().trace_id),
+    "invoice": invoice["headers"]["traceparent"].split("-")[1],
+}}))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    *spans, last = result.stdout.strip().splitlines()
+    summary = json.loads(last)
+    assert summary["outcome"] == "acked"
+    assert summary["invoice"] == summary["web"]
+    assert '"name": "checkouts process"' in "\n".join(spans)
