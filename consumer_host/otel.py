@@ -33,6 +33,7 @@ __all__ = ["TraceContextFilter", "TracingMiddleware", "add_trace_context"]
 
 #: Attributes of our own, beside the messaging conventions.
 ATTEMPT = "messaging.consumer_host.attempt"
+CONSUMER = "messaging.consumer_host.consumer"
 OUTCOME = "messaging.consumer_host.outcome"
 
 
@@ -74,12 +75,15 @@ class ConsumerTracing:
             "messaging.destination.name": message.queue,
             "messaging.operation.type": "process",
             "messaging.operation.name": "process",
-            "messaging.consumer.group.name": self._consumer.name,
             "messaging.message.body.size": len(message.raw),
+            CONSUMER: self._consumer.name,
             ATTEMPT: message.attempt,
         }
         if message.message_id is not None:
             attributes["messaging.message.id"] = message.message_id
+        routing_key = message.delivery_info.get("routing_key")
+        if self._consumer.system == "rabbitmq" and isinstance(routing_key, str):
+            attributes["messaging.rabbitmq.destination.routing_key"] = routing_key
         return attributes
 
     @contextmanager

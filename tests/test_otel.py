@@ -111,6 +111,9 @@ def test_a_consumer_span_continues_the_producers_trace_with_messaging_attributes
         assert span.attributes["messaging.destination.name"] == queue
         assert span.attributes["messaging.message.id"] == message_id
         assert span.attributes["messaging.operation.type"] == "process"
+        assert span.attributes["messaging.consumer_host.consumer"] == "orders"
+        if real_broker.kind == "amqp":
+            assert span.attributes["messaging.rabbitmq.destination.routing_key"] == queue
     assert first.attributes["messaging.consumer_host.attempt"] == 1
     assert first.attributes["messaging.consumer_host.outcome"] == "retried"
     assert first.status.status_code is StatusCode.ERROR
