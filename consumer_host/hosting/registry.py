@@ -17,7 +17,7 @@ from .keywords import CeleryQueueKeywords, ConsumerRegistration, SupervisionKeyw
 
 H = TypeVar("H", bound=Handler)
 """A handler's own type: the decorator gives it back unchanged."""
-W = TypeVar("W", bound=Callable[[threading.Event], None])
+W = TypeVar("W", bound=Callable[[threading.Event], object])
 T = TypeVar("T", bound=Callable[..., Any])
 #: Supervision options that must be integers, and ``True`` is not one.
 _INTEGERS = ("pool", "max_restarts")
@@ -26,7 +26,7 @@ _INTEGERS = ("pool", "max_restarts")
 class FunctionWorker:
     """Adapts a plain function ``fn(stop)`` to the worker protocol."""
 
-    def __init__(self, name: str, fn: Callable[[threading.Event], None]) -> None:
+    def __init__(self, name: str, fn: Callable[[threading.Event], object]) -> None:
         self.name = name
         self.fn = fn
 
