@@ -321,3 +321,19 @@ def test_an_object_with_no_hook_is_refused_as_middleware():
         Host("shop", middleware=[Misspelt()])
     with pytest.raises(ConfigError, match="has none of the hooks"):
         Host("shop").add_middleware(object())
+
+
+def test_a_hook_raising_a_base_exception_fails_only_its_message():
+    class Interrupting:
+        name = "interrupting"
+
+        def before(self, message):
+            raise KeyboardInterrupt
+
+    host = _host(Interrupting())
+    host.consumer("orders", queue="orders")(lambda message: None)
+    with capture_logs() as logs:
+        settled = Harness(host).send("orders", {})
+    assert settled.outcome == "retried"
+    assert isinstance(settled.error, KeyboardInterrupt)
+    assert [e["middleware"] for e in logs if e["event"] == "middleware_failed"] == ["interrupting"]

@@ -217,7 +217,7 @@ def _failed(name: str, hook: str, exc: BaseException) -> None:
 def _call(name: str, hook: str, fn: Callable[..., Any], *args: Any) -> BaseException | None:
     try:
         fn(*args)
-    except Exception as exc:  # noqa: BLE001 - a failing hook fails the message, not the loop
+    except BaseException as exc:  # noqa: BLE001 - as from a handler: the message fails
         _failed(name, hook, exc)
         return exc
     return None
@@ -230,7 +230,7 @@ async def _call_async(
         result = fn(*args)
         if inspect.isawaitable(result):
             await result
-    except Exception as exc:  # noqa: BLE001 - a failing hook fails the message, not the loop
+    except BaseException as exc:  # noqa: BLE001 - as from a handler: the message fails
         _failed(name, hook, exc)
         return exc
     return None
@@ -249,7 +249,7 @@ async def _enter_context(
 async def _exit_async(stack: contextlib.AsyncExitStack) -> BaseException | None:
     try:
         await stack.aclose()
-    except Exception as exc:  # noqa: BLE001 - an around that fails on its way out
+    except BaseException as exc:  # noqa: BLE001 - an around that fails on its way out
         _failed("around", "exit", exc)
         return exc
     return None
@@ -258,7 +258,7 @@ async def _exit_async(stack: contextlib.AsyncExitStack) -> BaseException | None:
 def _exit(stack: contextlib.ExitStack) -> BaseException | None:
     try:
         stack.close()
-    except Exception as exc:  # noqa: BLE001 - an around that fails on its way out
+    except BaseException as exc:  # noqa: BLE001 - an around that fails on its way out
         _failed("around", "exit", exc)
         return exc
     return None
