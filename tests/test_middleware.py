@@ -337,3 +337,20 @@ def test_a_hook_raising_a_base_exception_fails_only_its_message():
     assert settled.outcome == "retried"
     assert isinstance(settled.error, KeyboardInterrupt)
     assert [e["middleware"] for e in logs if e["event"] == "middleware_failed"] == ["interrupting"]
+
+
+def test_the_readme_middleware_example_runs_as_written(capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### Middleware")[1].split("\n### ")[0]
+    [block] = re.findall(r"```python\n(.*?)```", section, re.S)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    host = namespace["host"]
+    host.consumer("orders", queue="orders")(lambda message: None)
+    Harness(host).send("orders", {}, message_id="m-7")
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "m-7 acked"  # after hooks run inside the around contexts
+    assert printed[1].startswith("orders 1 ")
