@@ -16,6 +16,7 @@ import pytest
 import redis
 from kombu import Connection, Exchange, Producer, Queue
 
+from consumer_host.transports.base import CONNECTION_NAME_PREFIX
 from consumer_host.transports.redis_streams import entry_fields
 
 AMQP_URL = os.environ.get("CONSUMER_HOST_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -302,6 +303,49 @@ def rabbit_unacked(queue: str) -> int:
         if len(parts) == 2 and parts[0] == queue:
             return int(parts[1])
     return 0
+
+
+def own_connection_prefix(pid: int | None = None) -> str:
+    """The name prefix of every broker connection process ``pid`` (default: this one) opened
+    through consumer-host's transports (see ``transports.base.connection_name``)."""
+    return f"{CONNECTION_NAME_PREFIX}:{socket.gethostname()}:{pid or os.getpid()}:"
+
+
+def drop_connections(kind: str, pids: tuple[int, ...] = ()) -> int:
+    """Close, from the broker side, the connections this test process (or ``pids``) opened
+    through consumer-host, and no one else's: the brokers are shared with other test runs
+    and whatever else runs on the machine. Returns how many were closed."""
+    prefixes = tuple(own_connection_prefix(pid) for pid in pids or (os.getpid(),))
+    if kind == "amqp":
+        listed = subprocess.run(
+            ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        ours = [
+            line.split("\t", 1)[0]
+            for line in listed.stdout.splitlines()
+            if any(f'{{"connection_name","{prefix}' in line for prefix in prefixes)
+        ]
+        closers = [
+            subprocess.Popen(
+                ["rabbitmqctl", "-q", "close_connection", pid, "test drop"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for pid in ours
+        ]
+        for closer in closers:
+            closer.wait(timeout=60)
+        return len(ours)
+    client = redis.Redis.from_url(REDIS_URL)
+    ours = [c["id"] for c in client.client_list() if c.get("name", "").startswith(prefixes)]
+    for client_id in ours:
+        with contextlib.suppress(redis.ResponseError):  # it went away by itself meanwhile
+            client.client_kill_filter(_id=client_id)
+    return len(ours)
 
 
 def broker_tool(kind: str):

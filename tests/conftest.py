@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import fcntl
 import os
 import tempfile
 from pathlib import Path
@@ -17,24 +16,8 @@ def _reset_structlog():
     structlog.reset_defaults()
 
 
+#: Lock files shared by every test process of this user (tests/cluster's cluster lock).
 LOCKS = Path(tempfile.gettempdir()) / f"consumer-host-tests-{os.getuid()}"
-
-
-@pytest.fixture(autouse=True)
-def _broker_sharing(request):
-    """Tests run in parallel (pytest-xdist) against one RabbitMQ and one Redis. A test marked
-    ``exclusive`` drops every broker connection, so it runs alone: a readers-writer lock over
-    all workers (flock), with a turnstile so that a waiting exclusive test is not starved."""
-    LOCKS.mkdir(exist_ok=True)
-    exclusive = request.node.get_closest_marker("exclusive") is not None
-    with (LOCKS / "turnstile").open("a") as turnstile, (LOCKS / "brokers").open("a") as brokers:
-        fcntl.flock(turnstile, fcntl.LOCK_EX)
-        fcntl.flock(brokers, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        fcntl.flock(turnstile, fcntl.LOCK_UN)
-        try:
-            yield
-        finally:
-            fcntl.flock(brokers, fcntl.LOCK_UN)
 
 
 @pytest.fixture(params=["memory", "amqp", "redis", "streams"])

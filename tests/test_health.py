@@ -19,9 +19,8 @@ from consumer_host.operating.health import HealthServer
 from consumer_host.testing import FakeClock
 from consumer_host.transports.broker import BrokerChoice
 
-from .brokers import BrokerTool, unique_queue
+from .brokers import BrokerTool, drop_connections, unique_queue
 from .helpers import cli, wait_until
-from .test_reconnect import drop_connections
 
 
 def get(host: Host, path: str) -> tuple[int, str]:
@@ -117,7 +116,6 @@ class TestReadiness:
             host.stop(10)
             tool.close()
 
-    @pytest.mark.exclusive  # drops every broker connection
     @pytest.mark.timeout(300)
     def test_readiness_follows_a_real_broker_outage(self, real_broker):
         host = Host(

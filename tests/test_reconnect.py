@@ -4,35 +4,34 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import threading
 import uuid
 
 import pytest
 import redis
+from kombu import Connection
 
 from consumer_host import BrokerCircuitOptions, Host
 from consumer_host.operating.logs import configure_logging
 from consumer_host.supervision.events import BreakerChanged, ConsumerConnected
 from consumer_host.transports.broker import BrokerChoice
 
-from .brokers import REDIS_URL, BrokerTool, redis_url, unique_queue
+from .brokers import (
+    AMQP_URL,
+    REDIS_URL,
+    BrokerTool,
+    drop_connections,
+    own_connection_prefix,
+    redis_url,
+    unique_queue,
+)
 from .helpers import EventLog, wait_until
 
-# Every test here drops every connection to the broker: nothing else may run meanwhile.
-pytestmark = [pytest.mark.exclusive, pytest.mark.timeout(300)]
-
-
-def drop_connections(kind: str) -> None:
-    if kind == "amqp":
-        subprocess.run(
-            ["rabbitmqctl", "-q", "close_all_connections", "test drop"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-    else:
-        redis.Redis.from_url(REDIS_URL).client_kill_filter(_type="normal", skipme=True)
+# Each test drops this process's own broker connections (named by the transports) and no
+# one else's, so they run beside every other test and anything else using the brokers.
+pytestmark = [pytest.mark.timeout(300)]
 
 
 def test_dropped_connections_are_recovered_through_the_breaker_and_nothing_is_lost(real_broker):
@@ -171,3 +170,48 @@ def test_a_queue_tool_is_left_usable(real_broker):
     tool.publish(queue, {"ok": True})
     assert tool.depth(queue) == 1
     tool.close()
+
+
+def test_a_drop_closes_only_this_process_s_named_connections(real_broker):
+    """Connections opened by anyone else (unnamed, or named for another process) survive the
+    drop the tests above use; the host's own connections do not."""
+    host = Host("shop", broker_circuit=BrokerCircuitOptions(threshold=5, window=60, cooldown=0.2))
+    host.use_broker(BrokerChoice(real_broker.url, "test"))
+    events = EventLog()
+    host.subscribe(events)
+    host.consumer("orders", queue=unique_queue())(lambda m: None)
+    stranger = f"consumer-host:elsewhere:{os.getpid() + 1}:orders-0"
+    assert not stranger.startswith(own_connection_prefix())
+    if real_broker.kind == "amqp":
+        unnamed = Connection(AMQP_URL)
+        named = Connection(
+            AMQP_URL, transport_options={"client_properties": {"connection_name": stranger}}
+        )
+        foreign = [unnamed, named]
+        for conn in foreign:
+            conn.connect()
+
+        def alive(conn):
+            conn.channel().close()  # a round trip: raises if the broker closed the connection
+            return True
+    else:
+        foreign = [redis.Redis.from_url(REDIS_URL), redis.Redis.from_url(REDIS_URL)]
+        foreign[1].client_setname(stranger)
+
+        def alive(conn):
+            return conn.ping()
+
+    host.start()
+    try:
+        wait_until(lambda: host.status()[0]["connected"], what="connected")
+        assert drop_connections(real_broker.kind) >= 1
+        wait_until(
+            lambda: sum(e.reconnect for e in events.of(ConsumerConnected)) >= 1,
+            timeout=30,
+            what="the host's reconnect",
+        )
+        assert all(alive(conn) for conn in foreign)
+    finally:
+        host.stop(10)
+        for conn in foreign:
+            conn.close()

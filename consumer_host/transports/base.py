@@ -8,11 +8,25 @@ transport as :class:`~consumer_host.errors.BrokerUnavailable` (transient: retry 
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from consumer_host.message import Delivery
 from consumer_host.redaction import redact_url
+
+#: Every connection we open carries this prefix in its name on the broker.
+CONNECTION_NAME_PREFIX = "consumer-host"
+
+
+def connection_name(instance: str) -> str:
+    """``consumer-host:web-7f9c:4711:orders-0``: the name a broker shows for our connection
+    (AMQP ``connection_name``, Redis ``CLIENT SETNAME``), so an operator sees which host,
+    process and consumer holds it, and a test can close its own connections and no one
+    else's. Redis names may not hold spaces, so none are made."""
+    parts = (CONNECTION_NAME_PREFIX, socket.gethostname(), str(os.getpid()), instance)
+    return ":".join(part.replace(" ", "_") for part in parts)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -46,7 +46,12 @@ def transport_for(
     from .kombu_transport import KombuTransport
 
     return KombuTransport(
-        url, spec, heartbeat=heartbeat, ack_coalescing=ack_coalescing, clock=clock
+        url,
+        spec,
+        heartbeat=heartbeat,
+        ack_coalescing=ack_coalescing,
+        clock=clock,
+        instance=instance,
     )
 
 

@@ -22,7 +22,7 @@ from kombu.exceptions import OperationalError
 from consumer_host.errors import BrokerError, BrokerRefused, BrokerUnavailable
 from consumer_host.redaction import redact_text
 
-from .base import Place
+from .base import Place, connection_name
 from .broker import embedded_broker_folder, scheme_of
 
 AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
@@ -36,13 +36,19 @@ PERMANENT = (
 )
 
 
-def connection_options(url: str, *, heartbeat: float, connect_timeout: float) -> dict[str, Any]:
-    """kombu ``Connection`` keyword arguments for ``url``, TLS verified by default."""
+def connection_options(
+    url: str, *, heartbeat: float, connect_timeout: float, instance: str = "client"
+) -> dict[str, Any]:
+    """kombu ``Connection`` keyword arguments for ``url``, TLS verified by default; on AMQP the
+    connection is named for ``instance`` (see :func:`~.base.connection_name`)."""
     scheme = scheme_of(url)
     options: dict[str, Any] = {"connect_timeout": connect_timeout}
     if scheme in AMQP_SCHEMES:
         options["heartbeat"] = heartbeat
-        options["transport_options"] = {"confirm_publish": True}
+        options["transport_options"] = {
+            "confirm_publish": True,
+            "client_properties": {"connection_name": connection_name(instance)},
+        }
         if scheme == "amqps":
             # py-amqp's plain ``cert_reqs`` path builds a context with no CA certificates and no
             # hostname check; ask it for ssl.create_default_context() with both instead.

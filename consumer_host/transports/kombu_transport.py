@@ -55,6 +55,7 @@ class KombuTransport:
         ack_coalescing: bool = True,
         max_ack_delay: float = 0.05,
         clock: Clock = SYSTEM_CLOCK,
+        instance: str = "consumer",
     ) -> None:
         self.url = url
         self.spec = spec
@@ -63,7 +64,7 @@ class KombuTransport:
         self._clock = clock
         self._heartbeat = heartbeat if self.is_amqp else 0.0
         self._options = connection_options(
-            url, heartbeat=heartbeat, connect_timeout=connect_timeout
+            url, heartbeat=heartbeat, connect_timeout=connect_timeout, instance=instance
         )
         self._conn: Connection | None = None
         self._channel: Any = None

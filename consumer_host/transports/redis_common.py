@@ -22,7 +22,7 @@ from consumer_host.errors import BrokerRefused, BrokerUnavailable, CopyRefused
 from consumer_host.message import Delivery
 from consumer_host.redaction import redact_text
 
-from .base import Place
+from .base import Place, connection_name
 
 _REFUSED = (
     redis_errors.AuthenticationError,
@@ -45,18 +45,22 @@ def consumer_id(instance: str) -> str:
     return f"{instance}@{socket.gethostname()}-{os.getpid()}"
 
 
-def make_client(url: str, *, connect_timeout: float, socket_timeout: float) -> redis.Redis:
+def make_client(
+    url: str, *, connect_timeout: float, socket_timeout: float, instance: str = "client"
+) -> redis.Redis:
     """A client that never retries behind our back, with TLS verified for ``rediss://``.
 
     redis-py retries failed commands silently by default; a retried move whose first reply was
     lost would strand or double-deliver a message, so every failure must reach the consumer.
-    ``socket_timeout`` bounds a read on a black-holed connection.
+    ``socket_timeout`` bounds a read on a black-holed connection. Every connection of the pool
+    is named for ``instance`` (``CLIENT SETNAME``, see :func:`~.base.connection_name`).
     """
     options: dict[str, Any] = {
         "socket_connect_timeout": connect_timeout,
         "socket_timeout": socket_timeout,
         "health_check_interval": 0,
         "retry": Retry(NoBackoff(), 0),
+        "client_name": connection_name(instance),
     }
     if url.startswith("rediss://"):
         options["ssl_cert_reqs"] = "required"  # a ?ssl_cert_reqs=none in the URL still wins

@@ -77,6 +77,7 @@ class RedisListTransport:
         self.url = url
         self.spec = spec
         self.id = consumer_id(instance)
+        self.instance = instance
         self.alive_ttl = alive_ttl
         self.recover_interval = recover_interval
         self._connect_timeout = connect_timeout
@@ -115,7 +116,10 @@ class RedisListTransport:
         self._slow.forget()
         with self._translated("connect to"):
             client = make_client(
-                self.url, connect_timeout=self._connect_timeout, socket_timeout=self._socket_timeout
+                self.url,
+                connect_timeout=self._connect_timeout,
+                socket_timeout=self._socket_timeout,
+                instance=self.instance,
             )
             self._redis = client
             client.ping()

@@ -80,6 +80,7 @@ class RedisStreamsTransport:
         self.spec = spec
         self.group = group or spec.queue
         self.consumer = consumer_id(instance)
+        self.instance = instance
         self.claim_after = claim_after
         self._connect_timeout = connect_timeout
         self._socket_timeout = socket_timeout
@@ -105,6 +106,7 @@ class RedisStreamsTransport:
                 plain_url(self.url),
                 connect_timeout=self._connect_timeout,
                 socket_timeout=self._socket_timeout,
+                instance=self.instance,
             )
             self._redis = client
             self._ensure_group(client, self.spec.queue, self.group)
