@@ -3,6 +3,11 @@
 A flusher thread sends a batch that has waited ``max_delay`` even while the connection thread
 sits in a long handler (they share the batch under a lock). A crash in between can only
 redeliver: an entry stays pending until its XACK.
+
+Ids whose XACK failed (the connection dropped) are kept, across a reconnect, and sent on the
+next connection: the consumer name is the same, so the entries are still pending under it.
+Dropping them would leave finished entries pending until the idle claim (``claim_after``)
+hands them out again, a duplicate each and a queue that looks busy meanwhile.
 """
 
 from __future__ import annotations
@@ -47,12 +52,20 @@ class StreamAcks:
         if self._ids:
             ids = self._take()
             if ids:
-                client.xack(self.stream, self.group, *ids)
+                try:
+                    client.xack(self.stream, self.group, *ids)
+                except BaseException:
+                    self._restore(ids)
+                    raise
                 self.sent = True
 
-    def clear(self) -> None:
+    def _restore(self, ids: list[bytes]) -> None:
+        """Put back ids whose XACK did not go through, ahead of any added since."""
         with self._lock:
-            self._ids = []
+            if not self._ids:
+                self._oldest = self._clock.now()
+            self._ids = ids + self._ids
+            self._pending.set()
 
     def start_flusher(self, client: redis.Redis, name: str) -> None:
         self._flusher_stop = threading.Event()
@@ -86,4 +99,6 @@ class StreamAcks:
                     client.xack(self.stream, self.group, *ids)
                     self.sent = True
             except redis_errors.RedisError:
-                continue  # the owner sees the outage; unacked entries are claimed again
+                # The owner sees the outage and reconnects; the ids go out on the new link.
+                self._restore(ids)
+                stop.wait(self._max_delay)

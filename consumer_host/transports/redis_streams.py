@@ -156,8 +156,7 @@ class RedisStreamsTransport:
         self._acks.stop_flusher()
         client, self._redis = self._redis, None
         self._consuming = False
-        self._acks.clear()
-        self._slow.forget()
+        self._slow.forget()  # finished acks are kept: the next connection sends them
         self._claimed.clear()
         if client is not None:
             client.close()
