@@ -22,6 +22,7 @@ import pytest
 
 from consumer_host.cli.processes import child_args, child_env
 from consumer_host.cli.run import run as run_command
+from consumer_host.processes.budget import DrainBudget
 from consumer_host.processes.child import (
     ChildProcess,
     ChildSpec,
@@ -338,6 +339,30 @@ def test_a_drain_past_the_deadline_exits_3(parents):
     parents.append(parent)
     child_pids(parent, 2)
     assert parent.stop() == 3, parent.output
+
+
+def test_one_drain_timeout_the_children_drain_for_their_share_of_it(parents):
+    """The parent and its children log the same drain_timeout (the whole stop); each child
+    drains for its share, is SIGKILLed at it, and the parent's own stop fits the rest."""
+    parent = Parent(
+        str(APPS / "lifecycle.py"),
+        "--processes",
+        "2",
+        "--drain-timeout",
+        "4",
+        env={"CONSUMER_HOST_TEST_MODE": "slow-drain"},
+    )
+    parents.append(parent)
+    child_pids(parent, 2)
+    assert parent.stop() == 3, parent.output
+    draining = parent.events("host_draining")
+    assert {e["drain_timeout"] for e in draining} == {4.0}, draining
+    children = [e for e in draining if "process" in e]
+    assert len(children) == 2
+    assert {e["process_drain_timeout"] for e in children} == {DrainBudget(4).child} == {3.2}
+    assert len(parent.events("process_killed")) == 2
+    late = [e for e in parent.events("drain_deadline_passed") if "process" not in e]
+    assert late == [], "the parent reaped every child within the drain timeout"
 
 
 def test_children_drain_by_themselves_when_the_parent_is_sigkilled(parents):

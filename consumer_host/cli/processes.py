@@ -20,6 +20,7 @@ from click.core import ParameterSource
 from consumer_host.errors import ConfigError
 from consumer_host.host import Host
 from consumer_host.operating.control import TOKEN_VARIABLE
+from consumer_host.processes.budget import DrainBudget
 from consumer_host.processes.child import ChildProcess, ChildSpec, DrainDeadline, RecycleLimits
 from consumer_host.processes.parent import ProcessParent, run_parent
 from consumer_host.processes.reload import SourceWatcher, app_directory, require_watchfiles
@@ -104,11 +105,13 @@ def run_processes(
             require_watchfiles()
         except ConfigError as exc:
             raise Fail(str(exc)) from None
+    budget = DrainBudget(drain_timeout)
     port_dir = Path(tempfile.mkdtemp(prefix="consumer-host-"))
     try:
         spec = ChildSpec(
-            args=tuple(child_args(click.get_current_context())),
-            env=child_env(os.environ),
+            # The last --drain-timeout wins: each child drains for its share of the stop.
+            args=(*child_args(click.get_current_context()), "--drain-timeout", str(budget.child)),
+            env={**child_env(os.environ), **budget.child_env()},
             port_dir=port_dir,
             limits=limits,
             wait_for_change_on_exit=reload,
@@ -118,7 +121,7 @@ def run_processes(
         def fatal(reason: str, code: int) -> None:
             parents[0].shutdown(reason, code)
 
-        deadline = DrainDeadline(drain_timeout)
+        deadline = DrainDeadline(budget.child)
         children = [
             ChildProcess(index, spec, deadline=deadline, on_fatal=fatal)
             for index in range(1, processes + 1)

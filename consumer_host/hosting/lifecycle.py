@@ -58,6 +58,9 @@ class Lifecycle:
     ) -> None:
         self.name = name
         self.drain_timeout = drain_timeout
+        self.drain_budget: float | None = None
+        """A child of ``--processes``: the whole stop's drain timeout, of which ``drain_timeout``
+        is this process's share (both are logged, so parent and children show one figure)."""
         self.clock = clock
         self.done = threading.Event()
         self.supervisors: list[Supervisor] = []
@@ -173,11 +176,13 @@ class Lifecycle:
 
     def _drain(self, timeout: float | None) -> None:
         in_flight = probes.in_flight_ids(self.supervisors)
+        share = {} if self.drain_budget is None else {"process_drain_timeout": timeout}
         _log.info(
             "host_draining",
             host=self.name,
             in_flight=len(in_flight),
-            drain_timeout=timeout,
+            drain_timeout=timeout if self.drain_budget is None else self.drain_budget,
+            **share,
             deadline=None
             if timeout is None
             else datetime.fromtimestamp(SYSTEM_CLOCK.wall() + timeout, UTC).isoformat(),

@@ -34,12 +34,9 @@ from consumer_host.hosting.lifecycle import EXIT_DRAIN_TIMEOUT, EXIT_OK
 from consumer_host.supervision.events import Event, HostStarted
 
 from . import health as process_health
+from .budget import budget_from
 from .child import ChildProcess
 from .reload import SourceWatcher
-
-#: Seconds the parent's own join waits past the drain deadline, so a child still draining is
-#: SIGKILLed by its worker before the parent gives up on that worker.
-KILL_GRACE = 5.0
 
 #: The environment a child learns its place from.
 INDEX_ENV = "CONSUMER_HOST_PROCESS_INDEX"
@@ -67,7 +64,7 @@ class ProcessParent(Host):
     ) -> None:
         super().__init__(
             name,
-            drain_timeout=drain_timeout + KILL_GRACE,
+            drain_timeout=drain_timeout,  # the whole stop: children drain for less (budget.py)
             health_port=health_port,
             health_host=health_host,
             clock=clock,
@@ -232,6 +229,7 @@ def become_child(host: Host, env: Mapping[str, str]) -> None:
     if index is None:
         return
     tag_logs("process", index)
+    host.lifecycle.drain_budget = budget_from(env)
     port_file = env.get(PORT_FILE_ENV)
     if port_file:
         host.subscribe(_PortReporter(host, Path(port_file)))
