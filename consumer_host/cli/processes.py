@@ -144,7 +144,10 @@ def run_processes(
                 control_token=os.environ.get(TOKEN_VARIABLE) or None,
             )
         )
-        return run_parent(parents[0])
+        try:
+            return run_parent(parents[0])
+        except ConfigError as exc:  # the health port is taken, ...: one line, exit 2
+            raise Fail(str(exc)) from None
     finally:
         shutil.rmtree(port_dir, ignore_errors=True)
 
