@@ -1,6 +1,8 @@
 # consumer-host: a small image that runs `consumer-host run`, which runs $CONSUMER_HOST_APP.
 # Build your own on top of it (COPY your app, set CONSUMER_HOST_APP), or build from this repo;
-# without CONSUMER_HOST_APP it runs the bundled example.
+# without CONSUMER_HOST_APP it runs the bundled example (its demo producer off: EXAMPLE_PRODUCER).
+# It runs as USER 10001: an image built on it (FROM consumer-host) needs USER root to install,
+# then USER 10001 again; README ("Heroku", the Dockerfile paragraph) shows the pattern.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

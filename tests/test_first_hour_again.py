@@ -5,15 +5,22 @@ Every test here runs ``consumer-host`` in a subprocess, as a newcomer or a platf
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 from pathlib import Path
 
 import pytest
 
+from consumer_host import __version__
+
 from .helpers import cli
+from .test_cli import free_port, start, wait_for_line
 from .test_first_hour import one_line_error
 
+ROOT = Path(__file__).parent.parent
 APPS = Path(__file__).parent / "apps"
+TOKEN = "first-hour-token"  # noqa: S105 - a test's own token
 
 
 @pytest.mark.parametrize("flags", [("--processes", "2"), ("--reload",), ()])
@@ -34,3 +41,120 @@ def test_a_health_port_in_use_is_one_line_and_exit_2(flags):
     line = one_line_error(result)
     assert f"127.0.0.1:{port}" in line
     assert "Address already in use" in line
+
+
+# -- 5: the example's producer is opt-in ------------------------------------------------------
+
+
+def test_the_example_publishes_demo_orders_only_when_asked():
+    example = str(ROOT / "examples" / "orders.py")
+    plain = cli("list", example, "--json", env={"EXAMPLE_PRODUCER": ""})
+    asked = cli("list", example, "--json", env={"EXAMPLE_PRODUCER": "1"})
+    assert plain.returncode == asked.returncode == 0, plain.stderr + asked.stderr
+    assert "producer" not in {row["worker"] for row in json.loads(plain.stdout)}
+    assert "producer" in {row["worker"] for row in json.loads(asked.stdout)}
+
+
+def test_readme_s_orders_cannot_be_taken_for_the_demo_producer_s():
+    readme = (ROOT / "README.md").read_text()
+    ids = [
+        json.loads(body)["id"]
+        for body in re.findall(r"consumer-host publish orders '(\{[^']*\})'", readme)
+    ]
+    source = (ROOT / "examples" / "orders.py").read_text()
+    first_demo = int(re.search(r"^FIRST_DEMO_ID = ([\d_]+)", source, re.M)[1])
+    assert ids
+    assert all(i < first_demo for i in ids)
+    app = json.loads((ROOT / "app.json").read_text())
+    assert app["env"]["EXAMPLE_PRODUCER"]["value"] != "1"
+    assert "EXAMPLE_PRODUCER" not in (ROOT / "Procfile").read_text()
+    assert app.get("repository", "x") != "", "no empty repository field"
+
+
+# -- 6: papercuts --------------------------------------------------------------------------------
+
+
+def test_minus_v_prints_the_version():
+    short, long = cli("-V"), cli("--version")
+    assert short.returncode == 0
+    assert short.stdout == long.stdout == f"consumer-host, version {__version__}\n"
+
+
+@pytest.mark.parametrize("app", [".", ".orders"])
+def test_run_of_a_directory_or_a_relative_module_is_one_line(app, tmp_path):
+    line = one_line_error(cli("run", app, cwd=tmp_path))
+    assert "path/to/app.py" in line
+
+
+def test_publish_without_body_reads_stdin_and_refuses_an_empty_one():
+    assert "stdin" in cli("publish", "--help").stdout
+    line = one_line_error(cli("publish", "q", input="", env={"CONSUMER_HOST_BROKER_URL": ""}))
+    assert "stdin was empty" in line
+
+
+def test_publish_without_body_publishes_each_line_of_stdin(tmp_path):
+    env = {"CONSUMER_HOST_BROKER_URL": f"filesystem://{tmp_path / 'broker'}"}
+    result = cli("publish", "orders", env=env, input='{"id": 1}\n{"id": 2}\n')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("published 2 message(s) to 'orders'")
+
+
+def test_list_shows_concurrency_and_partition_by(tmp_path):
+    app = tmp_path / "app.py"
+    app.write_text(
+        "from consumer_host import Host\n"
+        "host = Host('t')\n"
+        "def by_customer(message):\n"
+        "    return message.body['customer']\n"
+        "host.consumer('orders', queue='orders', concurrency=4, partition_by=by_customer)("
+        "lambda m: None)\n"
+    )
+    result = cli("list", str(app))
+    assert result.returncode == 0, result.stderr
+    header, first = result.stdout.splitlines()[:2]
+    assert "CONCURRENCY" in header
+    assert "PARTITION_BY" in header
+    assert " 4 " in first
+    assert "by_customer" in first
+
+
+def test_pause_of_a_misspelt_name_lists_the_consumers_and_says_where_the_token_comes_from(
+    tmp_path,
+):
+    app = tmp_path / "app.py"
+    app.write_text(
+        "from consumer_host import Host\n"
+        "host = Host('t')\n"
+        "host.consumer('orders', queue='orders')(lambda m: None)\n"
+        "host.consumer('payments', queue='payments')(lambda m: None)\n"
+    )
+    port = free_port()
+    env = {
+        "CONSUMER_HOST_BROKER_URL": f"filesystem://{tmp_path / 'broker'}",
+        "CONSUMER_HOST_HEALTH_PORT": str(port),
+        "CONSUMER_HOST_HEALTH_HOST": "127.0.0.1",
+        "CONSUMER_HOST_CONTROL_TOKEN": TOKEN,
+    }
+    process = start("run", str(app), "--log-format", "json", env=env)
+    try:
+        wait_for_line(process, "health_server_started")
+        url = f"http://127.0.0.1:{port}"
+        line = one_line_error(cli("pause", "ordres", "--url", url, env=env))
+        assert "consumers: orders, payments" in line
+        assert "did you mean 'orders'" in line
+        missing = one_line_error(
+            cli("pause", "orders", "--url", url, env={"CONSUMER_HOST_CONTROL_TOKEN": ""})
+        )
+        assert "CONSUMER_HOST_CONTROL_TOKEN in the host's environment" in missing
+        assert TOKEN not in line + missing
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+def test_readme_documents_shell_completion_and_building_on_the_image():
+    readme = (ROOT / "README.md").read_text()
+    assert "_CONSUMER_HOST_COMPLETE=bash_source consumer-host" in readme
+    assert "FROM consumer-host\nUSER root" in readme
+    script = cli(env={"_CONSUMER_HOST_COMPLETE": "bash_source"})
+    assert "_consumer_host_completion" in script.stdout

@@ -40,6 +40,7 @@ def load_app(spec: str) -> Host:
     attr = attr or "host"
     if not target:
         raise ConfigError(f"APP {spec!r} names no module before ':'")
+    _refuse_unloadable(spec, target)
     if target.endswith(".py") or os.sep in target:
         module = _load_file(spec, Path(target))
     else:
@@ -67,6 +68,20 @@ def load_app(spec: str) -> Host:
             "@host.consumer(...) or @host.worker(...) (and import the module that does)"
         )
     return host
+
+
+def _refuse_unloadable(spec: str, target: str) -> None:
+    """``run .`` and ``run .app``: one line saying what to give instead of an import error."""
+    if Path(target).is_dir() and not target.endswith(".py"):
+        raise ConfigError(
+            f"APP {spec!r} is a directory: name the app's file (path/to/app.py) or its module "
+            "(package.module:host)"
+        )
+    if target.startswith("."):
+        raise ConfigError(
+            f"APP {spec!r}: a relative module name cannot be imported; name it from the "
+            "project's root (package.module:host) or give the file (path/to/app.py)"
+        )
 
 
 def _option_mistake(spec: str, exc: ConfigError) -> ConfigError:

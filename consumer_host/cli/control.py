@@ -6,6 +6,7 @@ They call the host's control endpoints (``POST /consumers/NAME/pause`` ...), add
 
 from __future__ import annotations
 
+import difflib
 import os
 import threading
 from typing import Any
@@ -22,23 +23,44 @@ def _instances(document: dict[str, Any]) -> str:
     return ", ".join(str(name) for name in document.get("instances") or [])
 
 
-def _call(url: str, path: str) -> dict[str, Any]:
+#: Where the token comes from, for every message that needs it.
+TOKEN_SOURCE = (
+    f"the token is the value of {TOKEN_VARIABLE} in the host's environment when it started; "
+    "this command sends the same variable from yours"
+)
+
+
+def _call(url: str, path: str, name: str | None = None) -> dict[str, Any]:
     token = os.environ.get(TOKEN_VARIABLE)
     if not token:
-        raise Fail(f"{TOKEN_VARIABLE} is not set: the host's control token is needed")
+        raise Fail(f"{TOKEN_VARIABLE} is not set: {TOKEN_SOURCE}")
     code, document = get_json(
         url, path, method="POST", headers={"Authorization": f"Bearer {token}"}
     )
     if code == 200:
         return document
     if code == 401:
-        raise Fail(f"{url}{path}: the host refused the token in {TOKEN_VARIABLE} (401)")
+        raise Fail(f"{url}{path}: the host refused the token (401): {TOKEN_SOURCE}")
     if code == 404:
-        raise Fail(
-            f"{url}{path}: not found: no consumer of that name, or control is off on that host "
-            f"(start it with {TOKEN_VARIABLE} set)"
-        )
+        raise Fail(_not_found(url, path, name))
     raise BrokerFail(f"{url}{path} answered {code}: {document.get('error', document)}")
+
+
+def _not_found(url: str, path: str, name: str | None) -> str:
+    """Why a control path is missing: a misspelt consumer (listed, with the nearest name), or
+    control off on that host."""
+    _code, document = get_json(url, "/status")
+    consumers = sorted(
+        {str(r["worker"]) for r in document.get("instances", []) if "queue" in r and "worker" in r}
+    )
+    if name is not None and consumers and name not in consumers:
+        near = difflib.get_close_matches(name, consumers, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        return f"no consumer named {name!r} on {url} (consumers: {', '.join(consumers)}){hint}"
+    return (
+        f"{url}{path}: not found: control is off on that host; start it with "
+        f"{TOKEN_VARIABLE} set ({TOKEN_SOURCE})"
+    )
 
 
 def _intake_closed(url: str, worker: str | None) -> bool:
@@ -63,7 +85,7 @@ def _intake_closed(url: str, worker: str | None) -> bool:
 @url_option
 def pause(name: str, url: str) -> None:
     """Stop consumer NAME taking messages (in-flight ones finish; the rest stay queued)."""
-    document = _call(url, f"/consumers/{name}/pause")
+    document = _call(url, f"/consumers/{name}/pause", name)
     closed = _intake_closed(url, name)
     note = "" if closed else " (intake is still closing: a fetch or a give-back is slow)"
     click.echo(f"paused {_instances(document)}{note}")
@@ -74,7 +96,7 @@ def pause(name: str, url: str) -> None:
 @url_option
 def resume(name: str, url: str) -> None:
     """Let a paused consumer NAME take messages again."""
-    document = _call(url, f"/consumers/{name}/resume")
+    document = _call(url, f"/consumers/{name}/resume", name)
     click.echo(f"resumed {_instances(document)}")
 
 

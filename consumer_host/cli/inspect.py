@@ -37,6 +37,7 @@ def list_(app: str | None, as_json: bool) -> None:
             "pool": reg.options.pool,
             "critical": reg.options.critical,
             **dict(reg.details),
+            **partitioning(reg.consumer_options),
         }
         for reg in host.registry.registrations
         for instance in reg.instance_names()
@@ -44,10 +45,16 @@ def list_(app: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table(
-        rows,
-        ["instance", "kind", "queue", "pool", "critical", "dead_letter", "prefetch", "max_retries"],
-    )
+    columns = ["instance", "kind", "queue", "pool", "concurrency", "partition_by", "critical"]
+    table(rows, [*columns, "dead_letter", "prefetch", "max_retries"])
+
+
+def partitioning(options: Any) -> dict[str, str]:
+    """A consumer's ``partition_by`` as the name of its function (nothing for workers)."""
+    key = getattr(options, "partition_by", None)
+    if key is None:
+        return {}
+    return {"partition_by": getattr(key, "__qualname__", None) or repr(key)}
 
 
 @click.command()

@@ -22,11 +22,14 @@ from .run import run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.version_option(__version__, prog_name="consumer-host")
+@click.version_option(__version__, "-V", "--version", prog_name="consumer-host")
 def cli() -> None:
     """Run long-lived message consumers as supervised, self-healing loops.
 
     APP is package.module:attr, package.module (attribute `host`) or path/to/app.py[:attr].
+
+    Shell completion: eval "$(_CONSUMER_HOST_COMPLETE=bash_source consumer-host)" in ~/.bashrc
+    (zsh_source in ~/.zshrc, fish_source for fish).
     """
 
 

@@ -30,7 +30,12 @@ from .common import BrokerFail, Fail, broker_from, broker_option
 def publish(
     queue: str, body: str | None, broker: str | None, count: int, headers: tuple[str, ...]
 ) -> None:
-    """Publish a JSON BODY to QUEUE (BODY '-' reads one message per line of stdin)."""
+    """Publish a JSON BODY to QUEUE.
+
+    Without BODY (or with BODY '-') it reads one JSON message per line of stdin, so
+    `producer | consumer-host publish QUEUE` works; on a terminal it refuses rather than wait.
+    An empty message is written '{}'.
+    """
     choice = broker_from(broker, code=None)
     header_map = _parse_headers(headers)
     bodies = list(_bodies(body))
@@ -60,15 +65,21 @@ def _parse_headers(values: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _bodies(body: str | None) -> Iterator[Any]:
-    if body is None:
-        yield {}
-        return
-    lines = (
-        [line for line in sys.stdin.read().splitlines() if line.strip()] if body == "-" else [body]
-    )
+    from_stdin = body is None or body == "-"
+    if body is None and sys.stdin.isatty():
+        raise Fail(
+            "BODY is missing: give a JSON body ('{}' for an empty one), or pipe messages in, "
+            "one JSON document a line"
+        )
+    if body is None or body == "-":
+        lines = [line for line in sys.stdin.read().splitlines() if line.strip()]
+    else:
+        lines = [body]
+    if not lines:
+        raise Fail("no message to publish: stdin was empty (BODY gives one on the command line)")
     for number, line in enumerate(lines, 1):
         try:
             yield json.loads(line)
         except ValueError as exc:
-            where = f"line {number} of stdin" if body == "-" else "BODY"
+            where = f"line {number} of stdin" if from_stdin else "BODY"
             raise Fail(f"{where} is not JSON: {exc}") from None
