@@ -12,6 +12,7 @@ import click
 import structlog
 
 from consumer_host.errors import ConfigError
+from consumer_host.hosting.tripped import TrippedReminder
 from consumer_host.operating.logs import LOG_FORMATS, configure_logging
 from consumer_host.processes.child import RecycleLimits
 from consumer_host.processes.parent import become_child, child_index
@@ -80,6 +81,14 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     show_envvar=True,
     help="Address the health server listens on.",
 )
+@click.option(
+    "--exit-on-trip",
+    is_flag=True,
+    envvar="CONSUMER_HOST_EXIT_ON_TRIP",
+    show_envvar=True,
+    help="Stop (exit 1) when a non-critical worker trips, instead of running on without it "
+    "(a WARNING names it every minute meanwhile).",
+)
 @process_options
 def run(
     app: str | None,
@@ -91,6 +100,7 @@ def run(
     log_level: str,
     health_port: int | None,
     health_host: str,
+    exit_on_trip: bool,
     processes: int,
     max_messages_per_process: int | None,
     max_memory_per_process: float | None,
@@ -116,6 +126,9 @@ def run(
         )
         sys.exit(code)
     become_child(host, os.environ)
+    reminder = TrippedReminder(host, host.clock, exit_on_trip=exit_on_trip)
+    host.subscribe(reminder)
+    reminder.start()
     host.drain_timeout = drain_timeout
     if health_port is not None:
         host.health_port = health_port
