@@ -431,9 +431,16 @@ class TestCommand:
         assert "SECRET123" not in result.stderr + result.stdout
         assert "***" in line
 
-    def test_the_embedded_broker_is_refused_in_one_line(self, tmp_path):
+    def test_the_embedded_broker_has_dead_letters_too(self, tmp_path):
         no_broker = {name: "" for name in (*PLATFORM_VARIABLES, "CONSUMER_HOST_BROKER_URL")}
-        result = cli("dlq", "list", APP, cwd=tmp_path, env={"ORDERS_LOG": os.devnull, **no_broker})
+        env = {"ORDERS_LOG": os.devnull, **no_broker, "CONSUMER_HOST_DATA_DIR": str(tmp_path)}
+        result = cli("dlq", "list", APP, cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "no dead letters"
+
+    def test_the_in_process_broker_is_refused_in_one_line(self, tmp_path):
+        env = {"ORDERS_LOG": os.devnull, "CONSUMER_HOST_BROKER_URL": "memory://"}
+        result = cli("dlq", "list", APP, cwd=tmp_path, env=env)
         assert result.returncode == 2
         [line] = result.stderr.strip().splitlines()
-        assert "dlq works on RabbitMQ and Redis" in line
+        assert "dlq works on RabbitMQ, Redis and the embedded broker" in line

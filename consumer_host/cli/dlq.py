@@ -173,9 +173,14 @@ def _store(host: Host, target: _Target) -> Iterator[DeadLetterStore]:
         from consumer_host.transports.kombu_dead_letters import KombuDeadLetters
 
         store = KombuDeadLetters(url, queue=target.queue, dead_letter=target.dead_letter_queue)
+    elif scheme == "filesystem":
+        from consumer_host.transports.embedded_dead_letters import EmbeddedDeadLetters
+
+        store = EmbeddedDeadLetters(url, queue=target.queue, dead_letter=target.dead_letter_queue)
     else:
         raise Fail(
-            f"dlq works on RabbitMQ and Redis, not on {host.broker_choice.redacted} "
+            f"dlq works on RabbitMQ, Redis and the embedded broker, not on "
+            f"{host.broker_choice.redacted} "
             f"({host.broker_choice.source}); pass --broker"
         )
     try:
