@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import signal
 import socket
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from consumer_host import __version__
 
-from .helpers import cli
+from .helpers import cli, wait_until
 from .test_cli import free_port, start, wait_for_line
 from .test_first_hour import one_line_error
 
@@ -217,3 +218,44 @@ def test_dlq_list_replay_and_purge_work_on_the_embedded_broker(tmp_path):
     assert purged.stdout.startswith("purged 1 dead letter(s)")
     assert embedded_messages(folder, "orders.dlq") == []
     assert cli("dlq", "list", example, env=env).stdout.strip() == "no dead letters"
+
+
+HOLDING_APP = """
+from consumer_host import Host
+
+host = Host("shop")
+
+
+@host.consumer("orders", queue="orders", max_retries=2, retry_backoff_min=60, retry_backoff_max=60)
+def handle(message):
+    raise RuntimeError("fails until fixed")
+"""
+
+
+def test_a_held_retry_goes_back_with_its_attempt_on_drain_and_is_counted(tmp_path):
+    """On the embedded broker the consumer holds a retry until it is due; a stop gives it back
+    to the queue with its attempt count (never to the dead letters) and the drain line says so."""
+    app = tmp_path / "app.py"
+    app.write_text(HOLDING_APP)
+    folder = tmp_path / "broker"
+    env = {"CONSUMER_HOST_BROKER_URL": f"filesystem://{folder}"}
+    assert cli("publish", "orders", '{"id": 1}', env=env).returncode == 0
+    process = start("run", str(app), "--log-format", "json", env=env)
+    try:
+        wait_for_line(process, "message_retrying")
+        # The retried copy is fetched back (its file leaves the queue folder) and held.
+        wait_until(lambda: embedded_messages(folder, "orders") == [], what="the copy held")
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    [draining] = [r for r in records if r["event"] == "host_draining"]
+    assert draining["held_retries"] == 1
+    assert not [r for r in records if r["event"] == "message_dead_lettered"]
+    [back] = embedded_messages(folder, "orders")
+    assert back["headers"]["x-attempt"] == 2
+    assert embedded_messages(folder, "orders.dlq") == []

@@ -147,6 +147,10 @@ class Consumer:
     def _running(self) -> list[Job]:
         return [] if self._executor is None else self._executor.running()
 
+    @property
+    def held_retries(self) -> int:  # held until due (virtual brokers); a drain gives them back
+        return len(self._hand.held)
+
     def in_flight_ids(self) -> list[str]:
         """Message ids of the handlers running now (for shutdown and stuck reports)."""
         return [job.delivery.message_id or "?" for job in self._running()]

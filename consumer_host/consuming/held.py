@@ -21,6 +21,9 @@ class HeldRetries:
     def __bool__(self) -> bool:
         return bool(self._heap)
 
+    def __len__(self) -> int:
+        return len(self._heap)
+
     def hold_if_early(self, delivery: Delivery) -> bool:
         """Keep ``delivery`` if its retry time has not come; ``True`` when it was kept."""
         due = delivery.headers.get(RETRY_AT_HEADER)

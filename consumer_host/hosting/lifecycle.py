@@ -181,6 +181,7 @@ class Lifecycle:
             "host_draining",
             host=self.name,
             in_flight=len(in_flight),
+            held_retries=probes.held_retries(self.supervisors),
             drain_timeout=timeout if self.drain_budget is None else self.drain_budget,
             **share,
             deadline=None
