@@ -158,6 +158,9 @@ def test_readme_documents_shell_completion_and_building_on_the_image():
     readme = (ROOT / "README.md").read_text()
     assert "_CONSUMER_HOST_COMPLETE=bash_source consumer-host" in readme
     assert "FROM consumer-host\nUSER root" in readme
+    quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    for command in ("dlq list", "dlq replay", "dlq purge", "EXAMPLE_PRODUCER=1"):
+        assert command in quickstart
     script = cli(env={"_CONSUMER_HOST_COMPLETE": "bash_source"})
     assert "_consumer_host_completion" in script.stdout
 
