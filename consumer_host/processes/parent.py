@@ -35,6 +35,7 @@ from consumer_host.supervision.events import Event, HostStarted
 
 from . import health as process_health
 from .child import ChildProcess
+from .intent import IntentApplier, OperatorIntent
 from .reload import SourceWatcher
 
 #: Seconds the parent's own join waits past the drain deadline, so a child still draining is
@@ -64,6 +65,7 @@ class ProcessParent(Host):
         clock: Clock = SYSTEM_CLOCK,
         consumers: Sequence[str] = (),
         control_token: str | None = None,
+        intent: OperatorIntent | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -74,6 +76,8 @@ class ProcessParent(Host):
             control_token=control_token,
         )
         self.children = list(children)
+        self.intent = OperatorIntent() if intent is None else intent
+        """Pause and quiet as the operator set them: every child (re)spawned starts with it."""
         self._app_consumers = list(consumers)
         for child in self.children:
             self.register(child, critical=True)
@@ -106,15 +110,29 @@ class ProcessParent(Host):
         return self._app_consumers
 
     def pause(self, name: str, *, wait: float = 0.0) -> list[str]:
-        """Pause ``name`` in every child (each pauses its own instances)."""
+        """Pause ``name`` in every child (each pauses its own instances), now and in every
+        child spawned from now on."""
+        self._known(name, "pause")
+        self.intent.pause(name)
         return self._tell_children(f"/consumers/{name}/pause")
 
     def resume(self, name: str) -> list[str]:
+        self._known(name, "resume")
+        if self.is_quiet:
+            raise ConfigError(f"cannot resume {name!r}: the host is quiet until it restarts")
+        self.intent.resume(name)
         return self._tell_children(f"/consumers/{name}/resume")
 
     def quiet(self, *, wait: float = 0.0) -> None:
         self.controls.quiet_requested = True
+        self.intent.quiet()
         self._tell_children("/quiet")
+
+    def _known(self, name: str, action: str) -> None:
+        # Refused here, before the intent changes: a child would refuse it anyway.
+        if self._app_consumers and name not in self._app_consumers:
+            known = ", ".join(self._app_consumers)
+            raise ConfigError(f"cannot {action} {name!r}: no consumer of that name ({known})")
 
     def _tell_children(self, path: str) -> list[str]:
         instances: list[str] = []
@@ -232,6 +250,8 @@ def become_child(host: Host, env: Mapping[str, str]) -> None:
     if index is None:
         return
     tag_logs("process", index)
+    # Before anything else hears HostStarted: no consumer may start unpaused.
+    host.subscribe(IntentApplier(host, env))
     port_file = env.get(PORT_FILE_ENV)
     if port_file:
         host.subscribe(_PortReporter(host, Path(port_file)))
