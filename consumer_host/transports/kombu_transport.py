@@ -253,6 +253,16 @@ class KombuTransport:
             return list(buffer)
         return [buffer.popleft() for _ in range(limit)]
 
+    def watch(self) -> None:
+        """Paused: read what arrived (heartbeats) and check them (see consuming/paused_watch)."""
+        conn = self._conn
+        if conn is None:
+            raise BrokerUnavailable(f"not connected to {redact_url(self.url)}")
+        with self._translated("watch"):
+            with suppress(TimeoutError):
+                conn.drain_events(timeout=0)
+            self._heartbeat_check(conn)
+
     def _suspects_cleared(self, fetched: deque[Delivery]) -> bool:
         """A non-suspect came, or a suspect has run alone long enough (see suspects.py)."""
         opened = [delivery for delivery in fetched if self._window.saw(delivery)]

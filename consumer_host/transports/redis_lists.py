@@ -209,6 +209,11 @@ class RedisListTransport:
 
     # -- consuming ---------------------------------------------------------------------------------
 
+    def watch(self) -> None:
+        """Paused: the connection still answers (see consuming/paused_watch)."""
+        with self._translated("ping"):
+            self._client().ping()
+
     def fetch(self, timeout: float, limit: int = 1_000) -> list[Delivery]:
         client = self._client()
         with self._translated("read from"):
