@@ -239,8 +239,14 @@ class ChildProcess:
 
     def _recycle_now(self) -> None:
         _log.info("process_recycling", process=self.index, reason=self._recycle_reason)
+        killed_before = self.killed
         code = self._drain(deadline=self._clock.now() + self._deadline.timeout)
         self.recycles += 1
+        if code not in (0, -signal.SIGTERM) and self.killed == killed_before:
+            # Killed by someone else (the OOM killer, an operator) while it drained: a failure,
+            # counted by the supervisor like any crash, not a planned recycle.
+            _log.warning("process_exited", process=self.index, exit_code=code)
+            raise ChildExited(self.index, code)
         _log.info("process_recycled", process=self.index, exit_code=code)
         self._spawn()
 

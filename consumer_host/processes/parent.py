@@ -36,6 +36,7 @@ from consumer_host.supervision.events import Event, HostStarted
 from . import health as process_health
 from .child import ChildProcess
 from .intent import IntentApplier, OperatorIntent
+from .orphans import die_with_parent
 from .reload import SourceWatcher
 
 #: Seconds the parent's own join waits past the drain deadline, so a child still draining is
@@ -256,7 +257,9 @@ def become_child(host: Host, env: Mapping[str, str]) -> None:
     if port_file:
         host.subscribe(_PortReporter(host, Path(port_file)))
     parent = env.get(PARENT_ENV, "")
-    if parent.isdigit():
+    # The kernel's parent-death signal where it has one; else a thread polls. Not both: two
+    # SIGTERMs would end the child's drain at once.
+    if parent.isdigit() and not die_with_parent(int(parent)):
         threading.Thread(
             target=_watch_parent, args=(host, int(parent)), name="consumer-host-parent", daemon=True
         ).start()
@@ -287,8 +290,10 @@ class _PortReporter:
         self._path = path
 
     def __call__(self, event: Event) -> None:
+        if not isinstance(event, HostStarted):
+            return  # before the port: a closed server's socket has none (EBADF at exit)
         port = self._host.health_server_port
-        if not isinstance(event, HostStarted) or port is None:
+        if port is None:
             return
         partial = self._path.with_suffix(".tmp")
         partial.write_text(str(port))
