@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+
+from consumer_host import Host
 from consumer_host.message import Delivery
 from consumer_host.testing import FakeClock
+from consumer_host.transports.broker import BrokerChoice
 from consumer_host.transports.suspects import SUSPECT_GRACE, SlowStart, is_suspect
+
+from .brokers import unique_queue
+from .helpers import wait_until
 
 
 def delivery(handle: int, *, count: int | None, redelivered: bool = False) -> Delivery:
@@ -52,3 +59,31 @@ def test_a_non_suspect_opens_at_once_and_the_window_stays_open():
     window.forget()  # a reconnect of a process that did not crash
     window.restart()
     assert window.allowance(10) == 4
+
+
+def test_a_slow_message_at_the_head_of_a_cold_queue_holds_one_slot_only(real_broker):
+    """Concurrency 8: one 20 s message first, then 200 fast ones; they do not wait for it."""
+    queue = unique_queue("slowhead")
+    real_broker.publish(queue, {"n": -1})
+    real_broker.publish_many(queue, [{"n": n} for n in range(200)])
+    host = Host("slow-head")
+    host.use_broker(BrokerChoice(real_broker.url, "test"))
+    release = threading.Event()
+    fast: list[int] = []
+    lock = threading.Lock()
+
+    @host.consumer("orders", queue=queue, concurrency=8, prefetch=16)
+    def handle(message):
+        if message.body["n"] < 0:
+            release.wait(20)
+            return
+        with lock:
+            fast.append(message.body["n"])
+
+    host.start()
+    try:
+        wait_until(lambda: len(fast) == 200, 15, "the fast ones beside the slow head")
+        assert not release.is_set()
+    finally:
+        release.set()
+        host.stop(10)
