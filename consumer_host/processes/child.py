@@ -266,6 +266,10 @@ class ChildProcess:
         if reason is not None:
             self.request_recycle(reason)
 
+    def told_intent(self, version: int) -> None:
+        """The parent told this child the intent as of ``version`` (no catch-up needed)."""
+        self._intent_version = max(self._intent_version, version)
+
     def _catch_up_intent(self, port: int) -> None:
         """A pause or quiet that came while this child was being spawned (its port unknown, so
         the parent could not tell it) is told now."""

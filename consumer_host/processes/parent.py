@@ -137,12 +137,14 @@ class ProcessParent(Host):
 
     def _tell_children(self, path: str) -> list[str]:
         instances: list[str] = []
+        version = self.intent.version  # read before the calls: a later change is told later
         for child in self.children:
             if child.port is None or self.control_token is None:
                 continue
             answer = process_health.post_json(child.port, path, token=self.control_token)
             if answer is None:
                 raise ConfigError(f"process {child.index} did not take {path}")
+            child.told_intent(version)
             instances += [f"{name}@{child.index}" for name in answer.get("instances", [])]
         return instances
 
