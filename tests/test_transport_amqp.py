@@ -6,10 +6,13 @@ import sys
 import time
 
 import pytest
+from kombu import Producer
 
 from consumer_host.errors import CopyRefused
+from consumer_host.testing import FakeClock
 from consumer_host.transports.base import QueueSpec
 from consumer_host.transports.kombu_transport import KombuTransport
+from consumer_host.transports.suspects import SUSPECT_GRACE
 
 from .brokers import unique_queue
 
@@ -45,9 +48,8 @@ def bodies(broker, queue: str) -> list[bytes]:
 def test_out_of_order_acks_never_ack_an_unfinished_tag(amqp_broker, queue):
     amqp_broker.publish_many(queue, [0, 1, 2, 3])
     transport = transport_for(amqp_broker, queue)
-    first = fetch_until(transport, 1)
-    transport.ack(first[0])
-    rest = fetch_until(transport, 3)
+    first, *rest = fetch_until(transport, 4)  # first deliveries: no slow start
+    transport.ack(first)
     assert [d.body for d in rest] == [b"1", b"2", b"3"]
     transport.ack(rest[2])
     transport.ack(rest[1])  # finished before rest[0], which is still in its handler
@@ -59,8 +61,8 @@ def test_out_of_order_acks_never_ack_an_unfinished_tag(amqp_broker, queue):
 def test_a_gap_closed_later_acks_everything(amqp_broker, queue):
     amqp_broker.publish_many(queue, [0, 1, 2, 3])
     transport = transport_for(amqp_broker, queue)
-    transport.ack(fetch_until(transport, 1)[0])
-    rest = fetch_until(transport, 3)
+    first, *rest = fetch_until(transport, 4)
+    transport.ack(first)
     transport.ack(rest[2])
     transport.retry(rest[1], {"x-attempt": 2}, 60.0)  # a copy in the middle
     transport.ack(rest[0])
@@ -79,15 +81,49 @@ def test_ack_reaches_the_broker_within_50ms_while_the_owner_is_busy(amqp_broker,
     assert bodies(amqp_broker, queue) == [b"1"]
 
 
-def test_slow_start_hands_out_one_message_until_the_first_is_settled(amqp_broker, queue):
+def test_first_deliveries_open_the_window_at_once(amqp_broker, queue):
     amqp_broker.publish_many(queue, list(range(5)))
     transport = transport_for(amqp_broker, queue)
-    before = fetch_until(transport, 5, within=1.0)
-    assert len(before) == 1
-    transport.ack(before[0])
-    time.sleep(0.2)  # the prefetch window opens: the broker pushes the other four
-    assert len(transport.fetch(1.0, 2)) == 2, "at most limit"
-    assert len(fetch_until(transport, 2, limit=2)) == 2, "the rest stayed buffered"
+    assert len(fetch_until(transport, 5, within=2.0)) == 5, "no slow start for first deliveries"
+    transport.close()
+
+
+def quorum_suspects(amqp_broker, count: int) -> tuple[str, QueueSpec]:
+    """A quorum queue whose ``count`` messages were all handed to a process that died."""
+    queue = unique_queue("suspects")
+    amqp_broker.queues.add(queue)
+    spec = QueueSpec(
+        queue=queue,
+        dead_letter=f"{queue}.dlq",
+        prefetch=10,
+        queue_arguments={"x-queue-type": "quorum"},
+    )
+    crashed = KombuTransport(amqp_broker.url, spec, heartbeat=0)
+    crashed.connect()
+    for n in range(count):
+        Producer(amqp_broker.conn.default_channel).publish(
+            {"n": n}, routing_key=queue, serializer="json", delivery_mode=2
+        )
+    crashed.start_consuming()
+    assert len(fetch_until(crashed, count)) == count
+    crashed.discard()  # the process died: every one of them comes back counted
+    return queue, spec
+
+
+def test_suspects_come_one_at_a_time_until_one_second_of_them_has_passed(amqp_broker):
+    """After a crash on a quorum queue, only one redelivered message runs at first (if it kills
+    the process again, it alone is counted again); a second later the window opens anyway."""
+    _queue, spec = quorum_suspects(amqp_broker, 4)
+    clock = FakeClock()
+    transport = KombuTransport(amqp_broker.url, spec, heartbeat=0, clock=clock)
+    transport.connect()
+    transport.start_consuming()
+    first = fetch_until(transport, 1)
+    assert len(first) == 1
+    assert first[0].delivery_count == 2
+    assert fetch_until(transport, 1, within=0.5) == [], "a second suspect while one runs"
+    clock.advance(SUSPECT_GRACE)  # the suspect has run alone for a second
+    assert len(fetch_until(transport, 3, within=3.0)) == 3, "the other three at once"
     transport.close()
 
 
@@ -160,14 +196,14 @@ def test_a_full_dead_letter_queue_keeps_the_original(amqp_broker, queue):
     amqp_broker.publish(queue, {"n": 1})
     amqp_broker.publish(queue, {"n": 2})
     transport = transport_for(amqp_broker, queue)  # the operator's DLQ is used as it is
-    first = fetch_until(transport, 1)[0]
+    first, second = fetch_until(transport, 2)
     with pytest.raises(CopyRefused, match="nacked"):
         transport.dead_letter(first, {"x-error": "boom"})
+    transport.ack(second)
     again = fetch_until(transport, 1)  # the channel still works; the original came back
     assert again[0].body == b'{"n": 1}'
     assert again[0].redelivered
     transport.ack(again[0])
-    transport.ack(fetch_until(transport, 1)[0])
     transport.close()
     assert amqp_broker.depth(queue) == 0
 

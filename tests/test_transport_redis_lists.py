@@ -61,15 +61,14 @@ def bodies(deliveries) -> list:
 # -- slow start and limits ------------------------------------------------------------------------
 
 
-def test_slow_start_hands_out_one_message_before_the_first_settle(client, queue, transports):
+def test_a_first_delivery_opens_the_window_without_waiting_for_its_settle(
+    client, queue, transports
+):
     push(client, queue, *({"n": n} for n in range(5)))
     transport = transports(queue, prefetch=10)
 
     first = transport.fetch(0.5, 10)
-    assert bodies(first) == [{"n": 0}]
-    assert transport.fetch(0.05, 10) == []  # nothing more while the first is unsettled
-
-    transport.ack(first[0])
+    assert bodies(first) == [{"n": 0}]  # one, before it is known to be no suspect
     assert bodies(transport.fetch(0.5, 10)) == [{"n": n} for n in range(1, 5)]
 
 
@@ -103,14 +102,15 @@ def test_settlements_may_come_in_any_order(client, queue, transports):
     assert client.zcard(transport.keys_delayed) == 1
 
 
-def test_a_restart_of_consuming_starts_slow_again(client, queue, transports):
+def test_a_restart_of_consuming_keeps_the_window_open(client, queue, transports):
+    """A pause and a resume: this process did not crash, nothing it takes is suspect."""
     push(client, queue, *({"n": n} for n in range(4)))
     transport = transports(queue)
     transport.ack(transport.fetch(0.5, 10)[0])
     transport.stop_consuming()
     transport.start_consuming()
 
-    assert len(transport.fetch(0.5, 10)) == 1
+    assert len(transport.fetch(0.5, 10)) == 3
 
 
 # -- input a producer got wrong -------------------------------------------------------------------

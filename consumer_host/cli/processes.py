@@ -22,6 +22,8 @@ from consumer_host.host import Host
 from consumer_host.operating.control import TOKEN_VARIABLE
 from consumer_host.processes.budget import DrainBudget
 from consumer_host.processes.child import ChildProcess, ChildSpec, DrainDeadline, RecycleLimits
+from consumer_host.processes.health import post_json
+from consumer_host.processes.intent import OperatorIntent
 from consumer_host.processes.parent import ProcessParent, run_parent
 from consumer_host.processes.reload import SourceWatcher, app_directory, require_watchfiles
 
@@ -122,8 +124,23 @@ def run_processes(
             parents[0].shutdown(reason, code)
 
         deadline = DrainDeadline(budget.child)
+        token = os.environ.get(TOKEN_VARIABLE) or None
+        intent = OperatorIntent()
+        consumers = tuple(host.consumer_names())
+
+        def tell(port: int, path: str) -> dict[str, Any] | None:
+            return None if token is None else post_json(port, path, token=token)
+
         children = [
-            ChildProcess(index, spec, deadline=deadline, on_fatal=fatal)
+            ChildProcess(
+                index,
+                spec,
+                deadline=deadline,
+                on_fatal=fatal,
+                intent=intent,
+                tell=tell,
+                consumers=consumers,
+            )
             for index in range(1, processes + 1)
         ]
         watcher = None
@@ -140,8 +157,9 @@ def run_processes(
                 health_port=health_port,
                 health_host=health_host,
                 watcher=watcher,
-                consumers=host.consumer_names(),
-                control_token=os.environ.get(TOKEN_VARIABLE) or None,
+                consumers=list(consumers),
+                control_token=token,
+                intent=intent,
             )
         )
         try:

@@ -39,6 +39,7 @@ from .killswitch import KillSwitchState
 from .middleware import Chain
 from .options import ConsumerOptions
 from .outcomes import Outcomes
+from .paused_watch import PausedWatch
 from .settlement import Settlement, debug_enabled
 from .status import consumer_status
 from .watchdog import stuck_jobs
@@ -108,6 +109,7 @@ class Consumer:
         self._generation = 0
         self._inline = True
         self._paused = threading.Event()
+        self._paused_watch = PausedWatch(transport, clock)
         self.kill_switch = (
             None if options.kill_switch is None else KillSwitchState(options.kill_switch, clock)
         )
@@ -297,6 +299,7 @@ class Consumer:
             self._give_back_unstarted()
             self.consuming = False
         self.last_progress = self._clock.now()
+        self._paused_watch.check()  # a dead connection is seen while paused, not at resume
         if self._hand.count:
             self._executor.wait(0.05)
         else:

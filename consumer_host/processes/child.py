@@ -31,6 +31,19 @@ from consumer_host.clock import SYSTEM_CLOCK, Clock
 from consumer_host.errors import ConsumerHostError
 
 from .health import fetch_json
+from .intent import OperatorIntent
+from .recycling import RecycleLimits, handled_count, recycle_reason, resident_mb
+
+__all__ = [
+    "ChildExited",
+    "ChildProcess",
+    "ChildSpec",
+    "DrainDeadline",
+    "RecycleLimits",
+    "handled_count",
+    "recycle_reason",
+    "resident_mb",
+]
 
 #: Exit code of a child that met a usage or configuration error: restarting cannot fix it.
 EXIT_USAGE = 2
@@ -46,66 +59,6 @@ class ChildExited(ConsumerHostError):
         super().__init__(f"process {index} ended by itself ({how})")
         self.index = index
         self.code = code
-
-
-@dataclass(frozen=True, kw_only=True)
-class RecycleLimits:
-    """When a child is replaced by a fresh one (Celery's max-tasks/max-memory per child)."""
-
-    max_messages: int | None = None
-    max_memory_mb: float | None = None
-
-    @property
-    def any(self) -> bool:
-        return self.max_messages is not None or self.max_memory_mb is not None
-
-
-def recycle_reason(limits: RecycleLimits, *, handled: int, rss_mb: float | None) -> str | None:
-    """Why a child must be recycled now, or ``None``.
-
-    Memory only counts once the child has handled a message: a fresh child already over the
-    limit would otherwise be replaced forever without doing any work.
-    """
-    if limits.max_messages is not None and handled >= limits.max_messages:
-        return f"handled {handled} messages (limit {limits.max_messages})"
-    if (
-        limits.max_memory_mb is not None
-        and rss_mb is not None
-        and handled > 0
-        and rss_mb > limits.max_memory_mb
-    ):
-        return f"resident memory {rss_mb:.1f} MB (limit {limits.max_memory_mb:g} MB)"
-    return None
-
-
-def resident_mb(pid: int) -> float | None:
-    """Resident set size of ``pid`` in MB (``/proc``, else ``ps``), ``None`` when unknown."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        out = subprocess.run(  # noqa: S603 - a fixed command, our own child's pid
-            ["ps", "-o", "rss=", "-p", str(pid)],  # noqa: S607 - ps from PATH, as a fallback
-            capture_output=True,
-            text=True,
-            timeout=2,
-            check=False,
-        ).stdout.strip()
-        return int(out) / 1024 if out else None
-    except (OSError, ValueError, subprocess.SubprocessError):
-        return None
-
-
-def handled_count(status: Mapping[str, Any]) -> int:
-    """Messages a child has settled: acked + retried + dead-lettered over its instances."""
-    return sum(
-        int(record.get(key, 0))
-        for record in status.get("instances", ())
-        for key in ("acked", "retried", "dead_lettered")
-    )
 
 
 class DrainDeadline:
@@ -156,7 +109,12 @@ class ChildProcess:
         deadline: DrainDeadline,
         on_fatal: FatalHandler,
         clock: Clock = SYSTEM_CLOCK,
+        intent: OperatorIntent | None = None,
+        tell: Callable[[int, str], dict[str, Any] | None] | None = None,
+        consumers: tuple[str, ...] = (),
     ) -> None:
+        """``intent`` is the parent's pause/quiet, handed to every child it spawns; ``tell``
+        posts a control call to a child that was spawned before the intent last changed."""
         self.index = index
         self.name = f"process-{index}"
         self.spec = spec
@@ -175,6 +133,10 @@ class ChildProcess:
         self._recycle = threading.Event()
         self._recycle_reason = ""
         self._tick = threading.Event()  # never set: a plain interruptible-by-nothing wait
+        self._intent = intent
+        self._tell = tell
+        self._consumers = consumers
+        self._intent_version = 0
 
     @property
     def pid(self) -> int | None:
@@ -221,6 +183,10 @@ class ChildProcess:
             "CONSUMER_HOST_PROCESS_PORT_FILE": str(self.port_file),
             "CONSUMER_HOST_PROCESS_PARENT": str(os.getpid()),
         }
+        if self._intent is not None:
+            # What the operator set outlives this process: the new one starts with it.
+            self._intent_version, intent_env = self._intent.to_env()
+            env.update(intent_env)
         # The supervisor's thread blocks SIGTERM and SIGINT, and a child inherits the mask:
         # unblock them while it is forked, or the child could never be asked to drain.
         stop_signals = {signal.SIGTERM, signal.SIGINT}
@@ -273,8 +239,14 @@ class ChildProcess:
 
     def _recycle_now(self) -> None:
         _log.info("process_recycling", process=self.index, reason=self._recycle_reason)
+        killed_before = self.killed
         code = self._drain(deadline=self._clock.now() + self._deadline.timeout)
         self.recycles += 1
+        if code not in (0, -signal.SIGTERM) and self.killed == killed_before:
+            # Killed by someone else (the OOM killer, an operator) while it drained: a failure,
+            # counted by the supervisor like any crash, not a planned recycle.
+            _log.warning("process_exited", process=self.index, exit_code=code)
+            raise ChildExited(self.index, code)
         _log.info("process_recycled", process=self.index, exit_code=code)
         self._spawn()
 
@@ -283,6 +255,7 @@ class ChildProcess:
             self._port = _read_port(self.port_file)
             if self._port is None:
                 return
+        self._catch_up_intent(self._port)
         status = fetch_json(self._port, "/status")
         process = self._process
         if status is None or process is None:
@@ -292,6 +265,20 @@ class ChildProcess:
         reason = recycle_reason(self.spec.limits, handled=self.handled, rss_mb=self.rss_mb)
         if reason is not None:
             self.request_recycle(reason)
+
+    def told_intent(self, version: int) -> None:
+        """The parent told this child the intent as of ``version`` (no catch-up needed)."""
+        self._intent_version = max(self._intent_version, version)
+
+    def _catch_up_intent(self, port: int) -> None:
+        """A pause or quiet that came while this child was being spawned (its port unknown, so
+        the parent could not tell it) is told now."""
+        intent, tell = self._intent, self._tell
+        if intent is None or tell is None or intent.version == self._intent_version:
+            return
+        version = intent.version
+        if intent.sync(port, tell, self._consumers):
+            self._intent_version = version
 
     def _drain(self, deadline: float | None = None) -> int:
         """SIGTERM, wait until ``deadline`` (the shared one for a stop), SIGKILL; the exit code."""

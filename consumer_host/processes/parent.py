@@ -36,6 +36,8 @@ from consumer_host.supervision.events import Event, HostStarted
 from . import health as process_health
 from .budget import budget_from
 from .child import ChildProcess
+from .intent import IntentApplier, OperatorIntent
+from .orphans import die_with_parent
 from .reload import SourceWatcher
 
 #: The environment a child learns its place from.
@@ -61,6 +63,7 @@ class ProcessParent(Host):
         clock: Clock = SYSTEM_CLOCK,
         consumers: Sequence[str] = (),
         control_token: str | None = None,
+        intent: OperatorIntent | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -71,6 +74,8 @@ class ProcessParent(Host):
             control_token=control_token,
         )
         self.children = list(children)
+        self.intent = OperatorIntent() if intent is None else intent
+        """Pause and quiet as the operator set them: every child (re)spawned starts with it."""
         self._app_consumers = list(consumers)
         for child in self.children:
             self.register(child, critical=True)
@@ -103,24 +108,40 @@ class ProcessParent(Host):
         return self._app_consumers
 
     def pause(self, name: str, *, wait: float = 0.0) -> list[str]:
-        """Pause ``name`` in every child (each pauses its own instances)."""
+        """Pause ``name`` in every child (each pauses its own instances), now and in every
+        child spawned from now on."""
+        self._known(name, "pause")
+        self.intent.pause(name)
         return self._tell_children(f"/consumers/{name}/pause")
 
     def resume(self, name: str) -> list[str]:
+        self._known(name, "resume")
+        if self.is_quiet:
+            raise ConfigError(f"cannot resume {name!r}: the host is quiet until it restarts")
+        self.intent.resume(name)
         return self._tell_children(f"/consumers/{name}/resume")
 
     def quiet(self, *, wait: float = 0.0) -> None:
         self.controls.quiet_requested = True
+        self.intent.quiet()
         self._tell_children("/quiet")
+
+    def _known(self, name: str, action: str) -> None:
+        # Refused here, before the intent changes: a child would refuse it anyway.
+        if self._app_consumers and name not in self._app_consumers:
+            known = ", ".join(self._app_consumers)
+            raise ConfigError(f"cannot {action} {name!r}: no consumer of that name ({known})")
 
     def _tell_children(self, path: str) -> list[str]:
         instances: list[str] = []
+        version = self.intent.version  # read before the calls: a later change is told later
         for child in self.children:
             if child.port is None or self.control_token is None:
                 continue
             answer = process_health.post_json(child.port, path, token=self.control_token)
             if answer is None:
                 raise ConfigError(f"process {child.index} did not take {path}")
+            child.told_intent(version)
             instances += [f"{name}@{child.index}" for name in answer.get("instances", [])]
         return instances
 
@@ -230,11 +251,15 @@ def become_child(host: Host, env: Mapping[str, str]) -> None:
         return
     tag_logs("process", index)
     host.lifecycle.drain_budget = budget_from(env)
+    # Before anything else hears HostStarted: no consumer may start unpaused.
+    host.subscribe(IntentApplier(host, env))
     port_file = env.get(PORT_FILE_ENV)
     if port_file:
         host.subscribe(_PortReporter(host, Path(port_file)))
     parent = env.get(PARENT_ENV, "")
-    if parent.isdigit():
+    # The kernel's parent-death signal where it has one; else a thread polls. Not both: two
+    # SIGTERMs would end the child's drain at once.
+    if parent.isdigit() and not die_with_parent(int(parent)):
         threading.Thread(
             target=_watch_parent, args=(host, int(parent)), name="consumer-host-parent", daemon=True
         ).start()
@@ -265,8 +290,10 @@ class _PortReporter:
         self._path = path
 
     def __call__(self, event: Event) -> None:
+        if not isinstance(event, HostStarted):
+            return  # before the port: a closed server's socket has none (EBADF at exit)
         port = self._host.health_server_port
-        if not isinstance(event, HostStarted) or port is None:
+        if port is None:
             return
         partial = self._path.with_suffix(".tmp")
         partial.write_text(str(port))

@@ -36,6 +36,7 @@ from .kombu_connection import AMQP_SCHEMES, Guard, connection_options
 from .kombu_copies import Copies
 from .kombu_deliveries import from_amqp, from_kombu
 from .kombu_producer import RoutedChannel, declare_queue
+from .suspects import SlowStart
 
 __all__ = ["AMQP_SCHEMES", "KombuTransport", "connection_options"]
 
@@ -71,6 +72,7 @@ class KombuTransport:
         self._routed: RoutedChannel | None = None
         self._consumer_tag: str | None = None
         self._slow_start = False
+        self._window = SlowStart(spec.prefetch, clock)  # which deliveries keep slow start on
         self._buffer: deque[Delivery] = deque()
         self._copies = Copies(url, spec, is_amqp=self.is_amqp)
         self._last_heartbeat_check = 0.0
@@ -134,9 +136,10 @@ class KombuTransport:
 
     def start_consuming(self) -> None:
         with self._translated("consume from"):
-            # Slow start: one message at a time until the first is settled (see _open_up).
-            self._channel.basic_qos(0, 1, False)
-            self._slow_start = True
+            # Slow start: one message at a time while only suspects come (see suspects.py),
+            # once per process: a resume or a reconnect of a process that did not crash opens.
+            self._slow_start = not self._window.warm
+            self._channel.basic_qos(0, 1 if self._slow_start else self.spec.prefetch, False)
             self._consumer_tag = self._subscribe()
 
     def _subscribe(self) -> str:
@@ -155,6 +158,7 @@ class KombuTransport:
         cancelled: no gap). kombu's virtual channels apply a new qos at once.
         """
         self._slow_start = False
+        self._window.warm = True
         self._channel.basic_qos(0, self.spec.prefetch, False)
         if not self.is_amqp:
             return
@@ -243,10 +247,27 @@ class KombuTransport:
                     for _ in range(limit - len(buffer)):
                         conn.drain_events(timeout=0)
             self._heartbeat_check(conn)
+            if self._slow_start and self._suspects_cleared(buffer):
+                self._open_up()
         if len(buffer) <= limit:
             self._buffer = deque()
             return list(buffer)
         return [buffer.popleft() for _ in range(limit)]
+
+    def watch(self) -> None:
+        """Paused: read what arrived (heartbeats) and check them (see consuming/paused_watch)."""
+        conn = self._conn
+        if conn is None:
+            raise BrokerUnavailable(f"not connected to {redact_url(self.url)}")
+        with self._translated("watch"):
+            with suppress(TimeoutError):
+                conn.drain_events(timeout=0)
+            self._heartbeat_check(conn)
+
+    def _suspects_cleared(self, fetched: deque[Delivery]) -> bool:
+        """A non-suspect came, or a suspect has run alone long enough (see suspects.py)."""
+        opened = [delivery for delivery in fetched if self._window.saw(delivery)]
+        return bool(opened) or self._window.overdue()
 
     def _heartbeat_check(self, conn: Connection) -> None:
         if not self._heartbeat:

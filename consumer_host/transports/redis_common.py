@@ -1,5 +1,5 @@
 """What both Redis transports share: how a client is made and its errors are named, how ids and
-headers are written, when periodic chores run, and slow start."""
+headers are written and when periodic chores run (slow start: suspects.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import os
 import random
 import socket
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -19,7 +18,6 @@ from redis.retry import Retry
 
 from consumer_host.clock import Clock
 from consumer_host.errors import BrokerRefused, BrokerUnavailable, CopyRefused
-from consumer_host.message import Delivery
 from consumer_host.redaction import redact_text
 
 from .base import Place, connection_name
@@ -146,44 +144,6 @@ class Cadence:
 
     def now(self) -> None:
         self._due = self._clock.now()
-
-
-class SlowStart:
-    """Which deliveries a transport handed out and not yet saw settled, and how many it may
-    hand out next: one at a time after ``start_consuming`` until the first settle, then up to
-    the prefetch (see :class:`~consumer_host.transports.base.Transport`)."""
-
-    def __init__(self, prefetch: int) -> None:
-        self.prefetch = max(1, prefetch)
-        self.warm = False
-        self.unsettled: Counter[Any] = Counter()
-
-    def restart(self) -> None:
-        self.warm = False
-
-    def forget(self) -> None:
-        self.warm = False
-        self.unsettled.clear()
-
-    def allowance(self, limit: int) -> int:
-        """How many to take now (0: wait for a settle). Like AMQP's ``basic.qos``, never more
-        unsettled than the prefetch (one before the first settle)."""
-        window = self.prefetch if self.warm else 1
-        return max(0, min(limit, window - self.unsettled.total()))
-
-    def handed_out(self, handle: Any) -> None:
-        self.unsettled[handle] += 1
-
-    def settled(self, delivery: Delivery, *, counts: bool = True) -> None:
-        """``counts=False`` for deliveries given back unstarted. Only a message delivered for
-        the first time ends slow start: while redeliveries come (a crash left them), they come
-        one at a time, so one that kills the process again is the only one counted again."""
-        handle = delivery.handle
-        self.unsettled[handle] -= 1
-        if self.unsettled[handle] <= 0:
-            del self.unsettled[handle]
-        if counts and delivery.first_delivery:
-            self.warm = True
 
 
 class RedisProducer:

@@ -41,7 +41,6 @@ from . import redis_scripts as scripts
 from .base import Place, QueueSpec
 from .redis_common import (
     Cadence,
-    SlowStart,
     consumer_id,
     make_client,
     refused,
@@ -49,6 +48,7 @@ from .redis_common import (
 )
 from .redis_envelope import copy_envelope, read_envelope
 from .redis_producers import RedisListProducer
+from .suspects import SlowStart
 
 __all__ = ["RedisListProducer", "RedisListTransport"]
 
@@ -95,7 +95,7 @@ class RedisListTransport:
         self._ready = False
         self._connected_before = False
         self._consuming = False
-        self._slow = SlowStart(spec.prefetch)
+        self._slow = SlowStart(spec.prefetch, clock)
         self._promotion = Cadence(clock, _PROMOTE_AT_LEAST_EVERY, jitter=0.25)
         self._sweep = Cadence(clock, recover_interval)
         self._registered_at = clock.now()
@@ -213,6 +213,11 @@ class RedisListTransport:
 
     # -- consuming ---------------------------------------------------------------------------------
 
+    def watch(self) -> None:
+        """Paused: the connection still answers (see consuming/paused_watch)."""
+        with self._translated("ping"):
+            self._client().ping()
+
     def fetch(self, timeout: float, limit: int = 1_000) -> list[Delivery]:
         client = self._client()
         with self._translated("read from"):
@@ -241,7 +246,7 @@ class RedisListTransport:
                 batch.extend(item for item in pipe.execute() if item is not None)
         deliveries = [read_envelope(_as_bytes(item)) for item in batch]
         for delivery in deliveries:
-            self._slow.handed_out(delivery.handle)
+            self._slow.handed_out(delivery.handle, delivery)
         return deliveries
 
     def _maintain(self, client: redis.Redis) -> None:

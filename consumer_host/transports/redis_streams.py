@@ -41,7 +41,6 @@ from . import redis_scripts as scripts
 from .base import Place, QueueSpec
 from .redis_common import (
     Cadence,
-    SlowStart,
     consumer_id,
     make_client,
     refused,
@@ -52,6 +51,7 @@ from .redis_producers import StreamsProducer
 from .redis_stream_acks import StreamAcks
 from .redis_stream_entries import entry_fields, plain_url, read_entry
 from .redis_stream_upkeep import forget_stale_consumers, trim
+from .suspects import SlowStart
 
 __all__ = ["RedisStreamsTransport", "StreamsProducer", "entry_fields", "plain_url"]
 
@@ -89,7 +89,7 @@ class RedisStreamsTransport:
         self._redis: redis.Redis | None = None
         self._consuming = False
         self._acks = StreamAcks(spec.queue, self.group, clock)
-        self._slow = SlowStart(spec.prefetch)
+        self._slow = SlowStart(spec.prefetch, clock)
         self._claimed: set[bytes] = set()
         self._claims = Cadence(clock, max(0.5, claim_after / 4))
         self._promotion = Cadence(clock, _PROMOTE_AT_LEAST_EVERY, jitter=0.25)
@@ -163,6 +163,11 @@ class RedisStreamsTransport:
 
     # -- consuming --------------------------------------------------------------------------------
 
+    def watch(self) -> None:
+        """Paused: the connection still answers (see consuming/paused_watch)."""
+        with self._translated("ping"):
+            self._client().ping()
+
     def fetch(self, timeout: float, limit: int = 1_000) -> list[Delivery]:
         client = self._client()
         with self._translated("read from"):
@@ -195,7 +200,7 @@ class RedisStreamsTransport:
 
     def _handed_out(self, deliveries: list[Delivery]) -> list[Delivery]:
         for delivery in deliveries:
-            self._slow.handed_out(delivery.handle)
+            self._slow.handed_out(delivery.handle, delivery)
         return deliveries
 
     def _claim(self, client: redis.Redis) -> list[Delivery]:
