@@ -9,6 +9,7 @@ import threading
 import pytest
 from redis import exceptions as redis_errors
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.sentinel import MasterNotFoundError, SentinelConnectionPool
 
 from consumer_host import BrokerFailingOver, BrokerRefused, BrokerUnavailable, ConfigError
@@ -16,8 +17,10 @@ from consumer_host.consuming.connection import BrokerLink
 from consumer_host.supervision.backoff import BackoffPolicy
 from consumer_host.supervision.breaker import BreakerState, CircuitBreaker
 from consumer_host.testing import FakeClock
+from consumer_host.transports.base import QueueSpec
 from consumer_host.transports.redis_clients import build_client
 from consumer_host.transports.redis_common import translated
+from consumer_host.transports.redis_keys import cluster_spec, dead_letter_key, own_prefix
 from consumer_host.transports.redis_urls import parse_redis_url
 from tests.fakes import FakeTransport
 
@@ -195,3 +198,22 @@ def test_a_failover_that_lasts_too_long_counts_as_failures():
     assert clock.waits[:121] == [0.25] * 121
     assert clock.waits[121:125] == [0.5, 1.0, 2.0, 4.0]
     assert BreakerState.OPEN in transitions
+
+
+def test_single_node_and_sentinel_keep_their_key_names():
+    for url in ("redis://h/0", SENTINEL):
+        assert own_prefix(url, "orders") == "consumer-host:orders:"
+        assert dead_letter_key(url, "orders", "orders.dlq") == "orders.dlq"
+
+
+def test_a_cluster_keeps_a_queue_s_keys_in_the_queue_s_slot():
+    url = "redis+streams://127.0.0.1:7001/0?cluster=true"
+    prefix = own_prefix(url, "orders")
+    assert prefix == "consumer-host:{orders}:"
+    named = cluster_spec(url, QueueSpec(queue="orders", dead_letter="orders.dlq"))
+    assert named.dead_letter == "{orders}.dlq"
+    slot = key_slot(b"orders")
+    for key in (f"{prefix}processing:c-1@h", f"{prefix}delayed", named.dead_letter):
+        assert key_slot(key.encode()) == slot, key
+    # A dead-letter name the user chose is theirs: kept as given.
+    assert dead_letter_key(url, "orders", "failed-orders") == "failed-orders"
