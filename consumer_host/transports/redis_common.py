@@ -18,7 +18,7 @@ from redis import exceptions as redis_errors
 from consumer_host.clock import Clock
 from consumer_host.errors import BrokerFailingOver, BrokerRefused, BrokerUnavailable, CopyRefused
 from consumer_host.message import Delivery
-from consumer_host.redaction import redact_text
+from consumer_host.redaction import redact_text, redact_url
 
 from .base import Place
 from .redis_clients import build_client
@@ -59,7 +59,12 @@ def make_client(url: str, *, connect_timeout: float, socket_timeout: float) -> r
     lost would strand or double-deliver a message, so every failure must reach the consumer.
     ``socket_timeout`` bounds a read on a black-holed connection.
     """
-    return build_client(url, connect_timeout=connect_timeout, socket_timeout=socket_timeout)
+    try:
+        return build_client(url, connect_timeout=connect_timeout, socket_timeout=socket_timeout)
+    except (redis_errors.RedisClusterException, *_UNAVAILABLE) as exc:
+        # A cluster client reads the slot map as it is made: no seed answering is a broker
+        # that is down (or failing over), said without secrets like every other.
+        raise BrokerFailingOver(f"cannot connect to {redact_url(url)}: {describe(exc)}") from exc
 
 
 @contextmanager
