@@ -70,17 +70,3 @@ def pytest_collection_modifyitems(items):
         kinds = {callspec.params.get(name) for name in ("broker", "real_broker", "celery_broker")}
         if kinds & {"amqp", "redis", "streams"}:
             item.add_marker(pytest.mark.broker)
-
-
-def pytest_sessionfinish(session):
-    """Stop the Redis Sentinel set and Redis Cluster if this run started them (once, in the
-    process that ran or distributed every test, after all of them)."""
-    if hasattr(session.config, "workerinput"):
-        return
-    from tests.cluster.conftest import STARTED
-
-    if STARTED.exists():
-        from tests.cluster.redis_sets import script
-
-        script("stop")
-        STARTED.unlink(missing_ok=True)

@@ -14,14 +14,14 @@ import pytest
 from tests.conftest import LOCKS
 
 _HERE = Path(__file__).parent
-#: Left by the redis_sets fixture: this run started the Redis sets, so it stops them at its end.
-STARTED = LOCKS / "redis-sets-started"
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if _HERE in Path(item.fspath).parents:
             item.add_marker(pytest.mark.cluster)
+        if Path(item.fspath).name in ("test_redis_sentinel.py", "test_redis_cluster.py"):
+            item.add_marker(pytest.mark.xdist_group("redis-sets"))
 
 
 @pytest.fixture(autouse=True)
@@ -37,8 +37,9 @@ def _one_cluster_test_at_a_time():
 
 @pytest.fixture(scope="session")
 def redis_sets():
-    """The Sentinel set and the Redis Cluster, started once (idempotent, under a lock over all
-    workers). They are stopped when the whole run ends: tests/conftest.py's sessionfinish."""
+    """The Sentinel set and the Redis Cluster (scripts/redis-clusters.sh), started for the
+    session and stopped at its end. All Redis cluster tests share one xdist group, so one worker
+    runs them all; the start is idempotent and under a lock all the same."""
     from tests.cluster.redis_sets import script
 
     LOCKS.mkdir(exist_ok=True)
@@ -46,6 +47,9 @@ def redis_sets():
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             script("start")
-            STARTED.touch()
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        script("stop")
