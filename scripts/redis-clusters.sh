@@ -103,6 +103,10 @@ start() {
 }
 
 stop() {
+    # By port too: a node whose pidfile is gone (a crashed start) must not outlive the set.
+    for port in "${SENTINEL_DATA[@]}" "${SENTINELS[@]}" "${CLUSTER[@]}"; do
+        redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    done
     for pidfile in "$DIR"/*/pid; do
         [ -f "$pidfile" ] || continue
         kill -9 "$(cat "$pidfile")" 2>/dev/null || true

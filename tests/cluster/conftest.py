@@ -7,6 +7,8 @@ the clusters are shared, and a test that kills a node must not pull it from unde
 from __future__ import annotations
 
 import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,8 +22,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if _HERE in Path(item.fspath).parents:
             item.add_marker(pytest.mark.cluster)
-        if Path(item.fspath).name in ("test_redis_sentinel.py", "test_redis_cluster.py"):
-            item.add_marker(pytest.mark.xdist_group("redis-sets"))
 
 
 @pytest.fixture(autouse=True)
@@ -37,19 +37,31 @@ def _one_cluster_test_at_a_time():
 
 @pytest.fixture(scope="session")
 def redis_sets():
-    """The Sentinel set and the Redis Cluster (scripts/redis-clusters.sh), started for the
-    session and stopped at its end. All Redis cluster tests share one xdist group, so one worker
-    runs them all; the start is idempotent and under a lock all the same."""
+    """The Sentinel set and the Redis Cluster (scripts/redis-clusters.sh), started when a
+    worker's first Redis cluster test needs them and stopped when the last worker using them
+    ends its session: a count of users, under a lock over all xdist workers."""
     from tests.cluster.redis_sets import script
 
     LOCKS.mkdir(exist_ok=True)
-    with (LOCKS / "redis-sets").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            script("start")
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    users = LOCKS / "redis-sets-users"
+    with _locked(LOCKS / "redis-sets"):
+        script("start")
+        users.write_text(str(int(users.read_text() or 0) + 1 if users.exists() else 1))
     try:
         yield
     finally:
-        script("stop")
+        with _locked(LOCKS / "redis-sets"):
+            left = int(users.read_text() or 1) - 1
+            users.write_text(str(left))
+            if left <= 0:
+                script("stop")
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -90,6 +90,7 @@ class Run:
     published: list[int] = field(default_factory=list)
     publish_errors: int = 0
     process: subprocess.Popen[bytes] | None = None
+    workdir: Path | None = None
     _pause: threading.Event = field(default_factory=threading.Event)
     _paused: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -106,6 +107,7 @@ class Run:
     # -- the host ----------------------------------------------------------------------------------
 
     def start_host(self, workdir: Path) -> None:
+        self.workdir = workdir
         env = {
             **os.environ,
             "CLUSTER_BROKER": self.broker,
@@ -196,9 +198,22 @@ class Run:
         later = [t for t in times if t > moment]
         return min(later) if later else None
 
-    def wait_handling(self, timeout: float = 30) -> None:
+    def wait_handling(self, timeout: float = 60) -> None:
         count = len(self.handled())
-        wait_until(lambda: len(self.handled()) > count + 20, timeout, "the host to handle")
+        try:
+            wait_until(lambda: len(self.handled()) > count + 20, timeout, "the host to handle")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the host's stderr ends:\n{self.log_tail()}") from None
+
+    def log_tail(self) -> str:
+        if self.workdir is None:
+            return ""
+        lines = []
+        for name in ("host.err", "host.out"):
+            path = self.workdir / name
+            if path.exists():
+                lines += path.read_text(errors="replace").splitlines()[-15:]
+        return "\n".join(line[:300] for line in lines)
 
     def wait_all_handled(self, timeout: float = 60) -> None:
         wait_until(

@@ -22,6 +22,7 @@ from tests.helpers import wait_until
 
 @pytest.fixture
 def run(redis_sets, tmp_path):
+    script("start")  # every node up, the cluster whole and every replica in sync
     case = Run(CLUSTER_URL)
     yield case
     if case.process is not None and case.process.poll() is None:
@@ -61,7 +62,7 @@ def test_cluster_primary_killed(run, tmp_path, streams):
     script("kill", str(old))
     run.resume()
     promoted_at = wait_promoted(old, lambda: cluster_primary_of(run.queue))
-    run.wait_handling(timeout=30)
+    run.wait_handling()
     resumed_at = run.first_handled_after(promoted_at)
     assert resumed_at is not None
     # Back as a replica of the promoted node, in sync before the next case kills anything.
@@ -89,7 +90,7 @@ def test_host_killed_and_restarted_on_a_cluster(run, tmp_path):
     run.kill_host()
     killed_at = time.time()
     run.start_host(tmp_path)
-    run.wait_handling(timeout=30)
+    run.wait_handling()
     resumed_at = run.first_handled_after(killed_at)
     assert resumed_at is not None
     _finish(

@@ -22,6 +22,7 @@ from tests.helpers import wait_until
 
 @pytest.fixture
 def run(redis_sets, tmp_path):
+    script("start")  # every node up, the cluster whole and every replica in sync
     case = Run(SENTINEL_URL)
     yield case
     if case.process is not None and case.process.poll() is None:
@@ -44,14 +45,14 @@ def test_sentinel_primary_killed(run, tmp_path, streams):
     script("kill", str(old))
     run.resume()
     promoted_at = wait_promoted(old, sentinel_primary)
-    run.wait_handling(timeout=30)
+    run.wait_handling()
     resumed_at = run.first_handled_after(promoted_at)
     assert resumed_at is not None
 
     # The old primary comes back and is made a replica of the new one: READONLY, never a trip.
     script("revive", str(old))
     wait_until(lambda: synced(sentinel_primary()), 30, "the old primary to rejoin as replica")
-    run.wait_handling(timeout=30)
+    run.wait_handling()
 
     run.stop_publishing()
     run.wait_all_handled()
