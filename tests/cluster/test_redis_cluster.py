@@ -19,6 +19,10 @@ from tests.cluster.redis_sets import (
 )
 from tests.helpers import wait_until
 
+# The time to wait for the clusters lock counts against a test's timeout: other cluster tests,
+# each a minute or so on a loaded machine, may hold it first.
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.fixture
 def run(redis_sets, tmp_path):
