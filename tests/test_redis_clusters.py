@@ -18,11 +18,13 @@ from consumer_host.supervision.backoff import BackoffPolicy
 from consumer_host.supervision.breaker import BreakerState, CircuitBreaker
 from consumer_host.testing import FakeClock
 from consumer_host.transports.base import QueueSpec
+from consumer_host.transports.broker import validate_url
 from consumer_host.transports.redis_clients import build_client
 from consumer_host.transports.redis_common import translated
 from consumer_host.transports.redis_keys import cluster_spec, dead_letter_key, own_prefix
 from consumer_host.transports.redis_urls import parse_redis_url
 from tests.fakes import FakeTransport
+from tests.helpers import cli
 
 SENTINEL = "redis://:s3cret@127.0.0.1:26401,127.0.0.1:26402,[::1]:26403/2?sentinel=chmain"
 
@@ -217,3 +219,16 @@ def test_a_cluster_keeps_a_queue_s_keys_in_the_queue_s_slot():
         assert key_slot(key.encode()) == slot, key
     # A dead-letter name the user chose is theirs: kept as given.
     assert dead_letter_key(url, "orders", "failed-orders") == "failed-orders"
+
+
+def test_the_cli_refuses_a_bad_cluster_url_in_one_line():
+    done = cli("publish", "--broker", "redis://:hunter2@h1:1,h2:2/0", "q", "{}")
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert "?sentinel=SERVICE" in line
+    assert "hunter2" not in line
+
+
+def test_broker_validation_accepts_every_redis_form():
+    for url in (SENTINEL, "rediss+streams://c1:7001,c2:7002/0?cluster=true", "redis://h/0"):
+        assert validate_url(url) == url
