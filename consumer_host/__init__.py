@@ -16,6 +16,7 @@ from ._version import __version__
 from .clock import Clock, SystemClock
 from .errors import (
     BrokerError,
+    BrokerFailingOver,
     BrokerRefused,
     BrokerUnavailable,
     CircuitBreakerTripped,
@@ -38,6 +39,7 @@ __all__ = [
     "BreakerState",
     "BrokerCircuitOptions",
     "BrokerError",
+    "BrokerFailingOver",
     "BrokerRefused",
     "BrokerUnavailable",
     "CircuitBreaker",

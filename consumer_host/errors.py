@@ -60,6 +60,12 @@ class BrokerUnavailable(BrokerError):
     """A transient broker problem: refused, reset, timed out, missed heartbeats."""
 
 
+class BrokerFailingOver(BrokerUnavailable):
+    """A broker cluster is failing over (a replica being promoted, a demoted primary, a slot
+    moving): one transient event, retried at a fast pace and not counted against the broker
+    circuit until it lasts longer than a failover should."""
+
+
 class BrokerRefused(BrokerError, Permanent):
     """A permanent broker problem: authentication, permissions, TLS verification, bad name."""
 

@@ -273,3 +273,86 @@ class TestDockerfile:
         assert 'ENTRYPOINT ["consumer-host"]' in text
         assert re.search(r"^CMD \[\"run\"", text, re.M)
         assert re.search(r"^EXPOSE 8080", text, re.M)
+
+
+class TestClusterUrls:
+    """Every broker URL form the host reads passes the chart's validation, and the KEDA Redis
+    trigger follows the URL (issue 22)."""
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "amqp://shop:s3cret@rabbitmq:5672/shop",
+            "amqp://u:p@n1:5672//;amqp://u:p@n2:5672//;amqp://u:p@n3:5672//",
+            "amqps://u:p@n1:5671//;amqps://u:p@n2:5671//",
+            "redis://:p@redis:6379/0",
+            "rediss://:p@redis:6380/0",
+            "redis+streams://redis:6379/0",
+            "rediss+streams://:p@redis:6380/0",
+            "redis://:p@s1:26379,s2:26379,s3:26379/0?sentinel=mymaster",
+            "rediss+streams://:p@s1:26379,s2:26379/0?sentinel=mymaster&sentinel_password=sp",
+            "redis://:p@c1:6379,c2:6379/0?cluster=true",
+            "rediss+streams://c1:6379/0?cluster=true",
+        ],
+    )
+    def test_every_url_form_is_accepted(self, url):
+        docs = render({**BASE, "broker": {"url": url}})
+        [secret] = of_kind(docs, "Secret")
+        assert secret["stringData"] == {"broker-url": url}
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "http://redis:6379/0",
+            "amqp://n1//;redis://n2:6379/0",
+            "redis://n1:6379/0;redis://n2:6379/0",
+            "kafka://broker:9092",
+        ],
+    )
+    def test_what_the_host_cannot_read_is_refused(self, url):
+        with pytest.raises(helm.HelmValuesError):
+            render({**BASE, "broker": {"url": url}})
+
+    @pytest.mark.parametrize(
+        ("url", "kind", "address"),
+        [
+            ("redis://:p@redis:6379/0", "redis", "redis:6379"),
+            ("redis+streams://redis:6379/0", "redis-streams", "redis:6379"),
+            (
+                "redis://:p@s1:26379,s2:26379/0?sentinel=mymaster",
+                "redis-sentinel",
+                "s1:26379,s2:26379",
+            ),
+            ("rediss+streams://s1:26379/0?sentinel=mymaster", "redis-sentinel-streams", "s1:26379"),
+            ("redis://c1:6379,c2:6379/0?cluster=true", "redis-cluster", "c1:6379,c2:6379"),
+            ("redis+streams://c1:6379/0?cluster=true", "redis-cluster-streams", "c1:6379"),
+        ],
+    )
+    def test_the_keda_trigger_follows_the_url(self, url, kind, address):
+        keda = {"enabled": True, "redis": {"enabled": True, "listName": "orders"}}
+        docs = render({**BASE, "broker": {"url": url}, "keda": keda})
+        [trigger] = of_kind(docs, "ScaledObject")[0]["spec"]["triggers"]
+        assert trigger["type"] == kind
+        meta = trigger["metadata"]
+        assert meta.get("address", meta.get("addresses")) == address
+        assert ("addresses" in meta) is ("sentinel" in kind or "cluster" in kind)
+        assert meta.get("sentinelMaster") == ("mymaster" if "sentinel" in kind else None)
+        if kind.endswith("-streams"):
+            assert (meta["stream"], meta["consumerGroup"]) == ("orders", "orders")
+        else:
+            assert meta["listName"] == "orders"
+        assert ("databaseIndex" in meta) is ("cluster" not in kind)
+        assert meta["enableTLS"] == ("true" if url.startswith("rediss") else "false")
+        assert all(isinstance(v, str) for v in meta.values()), "KEDA wants strings"
+        for manifest in docs:
+            if manifest["kind"] != "ScaledObject":
+                continue
+            assert ":p@" not in yaml.safe_dump(manifest)
+
+    def test_an_existing_secret_needs_the_trigger_spelled_out(self):
+        keda = {"enabled": True, "redis": {"enabled": True, "listName": "orders"}}
+        with pytest.raises(helm.HelmRenderError, match=r"keda\.redis\.address is required"):
+            render({**BASE, "keda": keda})
+        keda["redis"].update(type="redis-cluster", address="c1:6379")
+        [trigger] = of_kind(render({**BASE, "keda": keda}), "ScaledObject")[0]["spec"]["triggers"]
+        assert (trigger["type"], trigger["metadata"]["addresses"]) == ("redis-cluster", "c1:6379")

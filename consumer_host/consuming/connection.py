@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 
 from consumer_host.clock import Clock
+from consumer_host.consuming.failover_pace import FailoverPace
 from consumer_host.errors import BrokerError, BrokerRefused, BrokerUnavailable
 from consumer_host.supervision.backoff import Backoff, BackoffPolicy
 from consumer_host.supervision.breaker import BreakerState, CircuitBreaker
@@ -44,6 +45,7 @@ class BrokerLink:
         self._emit = emit
         self._names = {"instance": instance, "worker": worker, "queue": queue, "broker": broker}
         self._backoff = Backoff(backoff, rand=rand)
+        self.failover = FailoverPace(clock)
         self.connected = False
         self.reconnects = 0
         self._connected_once = False
@@ -71,6 +73,7 @@ class BrokerLink:
                 continue
             self._breaker.record_success()
             self._backoff.reset()
+            self.failover.connected()
             self.connected = True
             self._emit(ConsumerConnected(**self._names, reconnect=self._connected_once))
             if self._connected_once:
@@ -80,10 +83,13 @@ class BrokerLink:
         return False
 
     def lost(self, stop: threading.Event, error: BrokerError) -> bool:
-        """Count a lost or failed connection, drop it and back off; ``True`` if stopped."""
-        self._breaker.record_failure()
-        # Our own backoff while the circuit is closed; once open, the circuit paces retries.
-        delay = self._backoff.next() if self._breaker.state is BreakerState.CLOSED else 0.0
+        """Count a lost or failed connection, drop it and back off; ``True`` if stopped.
+        A cluster's failover is neither counted nor backed off while it lasts as one should."""
+        delay = self.failover.delay(error)
+        if delay is None:
+            self._breaker.record_failure()
+            # Our own backoff while the circuit is closed; once open, the circuit paces retries.
+            delay = self._backoff.next() if self._breaker.state is BreakerState.CLOSED else 0.0
         self.connected = False
         self.transport.discard()
         self._emit(ConsumerDisconnected(**self._names, error=str(error), delay=delay))

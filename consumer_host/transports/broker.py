@@ -104,6 +104,8 @@ def validate_url(url: str, *, source: str = "broker URL") -> str:
             f"{source}: {redact_url(str(url))!r} is not a broker URL "
             "(expected e.g. amqp://user:password@host:5672/vhost or redis://host:6379/0)"
         )
+    if scheme_of(url) in REDIS_SCHEMES | STREAMS_SCHEMES:
+        return validate_redis_url(url, source=source)  # also Sentinel sets and clusters
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -125,6 +127,17 @@ def validate_url(url: str, *, source: str = "broker URL") -> str:
             f"({scheme}://user:password@host:5672/vhost), not from the query string, in "
             f"{redact_url(url)!r}"
         )
+    return url
+
+
+def validate_redis_url(url: str, *, source: str) -> str:
+    """A Redis URL of any form (one node, ``?sentinel=``, ``?cluster=true``), or ConfigError."""
+    from .redis_urls import parse_redis_url  # redis-py free: the parser is plain text
+
+    try:
+        parse_redis_url(url)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     return url
 
 

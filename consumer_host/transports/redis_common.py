@@ -13,14 +13,14 @@ from typing import Any
 
 import redis
 from redis import exceptions as redis_errors
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from consumer_host.clock import Clock
-from consumer_host.errors import BrokerRefused, BrokerUnavailable, CopyRefused
-from consumer_host.redaction import redact_text
+from consumer_host.errors import BrokerFailingOver, BrokerRefused, BrokerUnavailable, CopyRefused
+from consumer_host.redaction import redact_text, redact_url
 
 from .base import Place, connection_name
+from .redis_clients import build_client
+from .redis_failover import FAILING_OVER, failing_over, is_replicated
 
 _REFUSED = (
     redis_errors.AuthenticationError,
@@ -37,6 +37,12 @@ _UNAVAILABLE = (
     OSError,
 )
 
+_TRANSLATED: tuple[type[BaseException], ...] = (
+    *FAILING_OVER,
+    *_UNAVAILABLE,
+    redis_errors.ResponseError,
+)
+
 
 def consumer_id(instance: str) -> str:
     """``orders-2@web-7f9c-1``: stable across restarts of the same pod, unique between pods."""
@@ -46,41 +52,43 @@ def consumer_id(instance: str) -> str:
 def make_client(
     url: str, *, connect_timeout: float, socket_timeout: float, instance: str = "client"
 ) -> redis.Redis:
-    """A client that never retries behind our back, with TLS verified for ``rediss://``.
+    """A client that never retries behind our back, with TLS verified for ``rediss://``; for a
+    Sentinel set or a Redis Cluster when the URL says so (see ``redis_clients``).
 
     redis-py retries failed commands silently by default; a retried move whose first reply was
     lost would strand or double-deliver a message, so every failure must reach the consumer.
     ``socket_timeout`` bounds a read on a black-holed connection. Every connection of the pool
     is named for ``instance`` (``CLIENT SETNAME``, see :func:`~.base.connection_name`).
     """
-    options: dict[str, Any] = {
-        "socket_connect_timeout": connect_timeout,
-        "socket_timeout": socket_timeout,
-        "health_check_interval": 0,
-        "retry": Retry(NoBackoff(), 0),
-        "client_name": connection_name(instance),
-    }
-    if url.startswith("rediss://"):
-        options["ssl_cert_reqs"] = "required"  # a ?ssl_cert_reqs=none in the URL still wins
-    return redis.Redis.from_url(url, **options)
+    try:
+        return build_client(
+            url,
+            connect_timeout=connect_timeout,
+            socket_timeout=socket_timeout,
+            client_name=connection_name(instance),
+        )
+    except (redis_errors.RedisClusterException, *_UNAVAILABLE) as exc:
+        # A cluster client reads the slot map as it is made: no seed answering is a broker
+        # that is down (or failing over), said without secrets like every other.
+        raise BrokerFailingOver(f"cannot connect to {redact_url(url)}: {describe(exc)}") from exc
 
 
 @contextmanager
 def translated(action: str, url: str, queue: str) -> Iterator[None]:
-    """Map redis-py errors to BrokerRefused (permanent) or BrokerUnavailable, without secrets."""
+    """Map redis-py errors to BrokerRefused (permanent), BrokerFailingOver (a failover under
+    way, by exception class) or BrokerUnavailable, without secrets."""
     try:
         yield
     except _REFUSED as exc:
         raise BrokerRefused(f"cannot {Place(action, url, queue)}: {describe(exc)}") from exc
-    except _UNAVAILABLE as exc:
-        raise BrokerUnavailable(f"cannot {Place(action, url, queue)}: {describe(exc)}") from exc
-    except redis_errors.ResponseError as exc:
-        text = str(exc)
-        transient = text.startswith(
-            ("LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "BUSY", "OOM", "MISCONF")
-        )
-        error = BrokerUnavailable if transient else BrokerRefused
-        raise error(f"cannot {Place(action, url, queue)}: {describe(exc)}") from exc
+    except _TRANSLATED as exc:
+        where = f"cannot {Place(action, url, queue)}: {describe(exc)}"
+        if failing_over(exc, replicated=is_replicated(url)):
+            raise BrokerFailingOver(where) from exc
+        if isinstance(exc, _UNAVAILABLE):
+            raise BrokerUnavailable(where) from exc
+        transient = str(exc).startswith(("BUSY", "OOM", "MISCONF"))
+        raise (BrokerUnavailable if transient else BrokerRefused)(where) from exc
 
 
 def describe(exc: BaseException) -> str:

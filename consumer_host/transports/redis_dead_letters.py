@@ -22,6 +22,7 @@ from consumer_host.errors import BrokerError
 
 from .dead_letters import DeadLetterMoveStopped, Selection, replay_headers
 from .redis_common import make_client, translated
+from .redis_keys import dead_letter_key
 from .redis_streams import plain_url
 
 CHUNK = 500
@@ -56,7 +57,7 @@ class _RedisDeadLetters:
     ) -> None:
         self.url = url
         self.queue = queue
-        self.dead_letter = dead_letter
+        self.dead_letter = dead_letter_key(url, queue, dead_letter)
         self._client = make_client(
             plain_url(url), connect_timeout=connect_timeout, socket_timeout=socket_timeout
         )

@@ -47,6 +47,7 @@ from .redis_common import (
     translated,
 )
 from .redis_envelope import copy_envelope, read_envelope
+from .redis_keys import cluster_spec, own_prefix
 from .redis_producers import RedisListProducer
 from .suspects import SlowStart
 
@@ -75,7 +76,7 @@ class RedisListTransport:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.url = url
-        self.spec = spec
+        self.spec = cluster_spec(url, spec)
         self.id = consumer_id(instance)
         self.instance = instance
         self.alive_ttl = alive_ttl
@@ -84,7 +85,7 @@ class RedisListTransport:
         # A black-holed connection shows up as a read that never returns: this bounds it.
         self._socket_timeout = socket_timeout
         self._clock = clock
-        self.keys_prefix = f"consumer-host:{spec.queue}:"
+        self.keys_prefix = own_prefix(url, spec.queue)
         self.keys_consumers = f"{self.keys_prefix}consumers"
         self.keys_delayed = f"{self.keys_prefix}delayed"
         self.keys_processing = self.processing_key(self.id)

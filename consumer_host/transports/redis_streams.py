@@ -47,6 +47,7 @@ from .redis_common import (
     text,
     translated,
 )
+from .redis_keys import cluster_spec, own_prefix
 from .redis_producers import StreamsProducer
 from .redis_stream_acks import StreamAcks
 from .redis_stream_entries import entry_fields, plain_url, read_entry
@@ -77,7 +78,7 @@ class RedisStreamsTransport:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.url = url
-        self.spec = spec
+        self.spec = cluster_spec(url, spec)
         self.group = group or spec.queue
         self.consumer = consumer_id(instance)
         self.instance = instance
@@ -85,7 +86,8 @@ class RedisStreamsTransport:
         self._connect_timeout = connect_timeout
         self._socket_timeout = socket_timeout
         self._clock = clock
-        self.keys_delayed = f"consumer-host:{spec.queue}:delayed"
+        self.keys_prefix = own_prefix(url, spec.queue)
+        self.keys_delayed = f"{self.keys_prefix}delayed"
         self._redis: redis.Redis | None = None
         self._consuming = False
         self._acks = StreamAcks(spec.queue, self.group, clock)
@@ -263,7 +265,7 @@ class RedisStreamsTransport:
         self._claimed.discard(delivery.handle)
 
     def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
-        held = f"consumer-host:{self.spec.queue}:retry:{uuid.uuid4().hex}"
+        held = f"{self.keys_prefix}retry:{uuid.uuid4().hex}"
         score = self._clock.wall() + delay
         self._copy("retry", delivery, headers, target=self.keys_delayed, score=score, held=held)
         self._promotion.at(self._clock.now() + delay)

@@ -7,6 +7,8 @@ the clusters are shared, and a test that kills a node must not pull it from unde
 from __future__ import annotations
 
 import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,38 @@ def pytest_collection_modifyitems(config, items):
 def _one_cluster_test_at_a_time():
     LOCKS.mkdir(exist_ok=True)
     with (LOCKS / "clusters").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def redis_sets():
+    """The Sentinel set and the Redis Cluster (scripts/redis-clusters.sh), started when a
+    worker's first Redis cluster test needs them and stopped when the last worker using them
+    ends its session: a count of users, under a lock over all xdist workers."""
+    from tests.cluster.redis_sets import script
+
+    LOCKS.mkdir(exist_ok=True)
+    users = LOCKS / "redis-sets-users"
+    with _locked(LOCKS / "redis-sets"):
+        script("start")
+        users.write_text(str(int(users.read_text() or 0) + 1 if users.exists() else 1))
+    try:
+        yield
+    finally:
+        with _locked(LOCKS / "redis-sets"):
+            left = int(users.read_text() or 1) - 1
+            users.write_text(str(left))
+            if left <= 0:
+                script("stop")
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

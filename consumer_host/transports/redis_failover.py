@@ -1,0 +1,49 @@
+"""Which redis-py errors mean "a failover is under way": read by exception class, never by the
+message text (redis-py strips the error code from the text of the errors it maps to a class).
+
+These are temporary by nature: a replica being promoted (MASTERDOWN, CLUSTERDOWN, TRYAGAIN),
+a connection still pointing at a primary that was demoted (READONLY), a node loading its data
+after a restart (LOADING), a slot that moved (MOVED/ASK), or no primary known yet to the
+sentinels or the slot map. The consumer reconnects (asking the sentinels or the cluster again)
+at a fast pace without counting them against the broker circuit; see
+``consuming/connection.py``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from redis import exceptions as redis_errors
+from redis.sentinel import MasterNotFoundError
+
+FAILING_OVER: tuple[type[BaseException], ...] = (
+    redis_errors.ReadOnlyError,
+    redis_errors.TryAgainError,
+    redis_errors.ClusterDownError,  # also MasterDownError, its subclass
+    redis_errors.BusyLoadingError,
+    redis_errors.AskError,  # also MovedError, its subclass
+    redis_errors.RedisClusterException,  # no node reachable, slot not covered
+    MasterNotFoundError,  # the sentinels know no primary (yet)
+)
+
+#: Error codes of replies redis-py leaves as a plain ResponseError (inside a script's error, for
+#: one); read only as a last resort.
+_FAILING_OVER_CODE = re.compile(r"\b(LOADING|READONLY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN)\b")
+
+
+def failing_over(exc: BaseException, *, replicated: bool) -> bool:
+    """``True`` when ``exc`` is part of a failover. On a Sentinel set or a cluster
+    (``replicated``) a lost connection is one too: the primary it reached may have died."""
+    if isinstance(exc, FAILING_OVER):
+        return True
+    if replicated and isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError)):
+        return True
+    if isinstance(exc, redis_errors.ResponseError):
+        return _FAILING_OVER_CODE.search(str(exc)) is not None
+    return False
+
+
+def is_replicated(url: str) -> bool:
+    """A Sentinel or cluster URL (cheap: the URL was parsed when its client was built)."""
+    _, _, query = url.partition("?")
+    return "sentinel=" in query or "cluster=" in query

@@ -1,0 +1,40 @@
+"""The names of a queue's own Redis keys, on one node and on a Redis Cluster.
+
+On a cluster every key one script touches must live in one slot. The queue key stays the plain
+name kombu, Celery and other producers write (``orders``); the host's own keys for that queue
+(processing lists, alive keys, the consumers set, the delayed set, held retries) carry the queue
+name as hash tag, ``consumer-host:{orders}:...``, and the default dead-letter key becomes
+``{orders}.dlq``: Redis hashes only what is inside the braces, so all of them share the slot of
+``orders``. On one node (and on a Sentinel set) the names stay as they always were, so running
+deployments keep their data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .base import QueueSpec
+from .redis_urls import parse_redis_url
+
+
+def on_cluster(url: str) -> bool:
+    return parse_redis_url(url).topology == "cluster"
+
+
+def own_prefix(url: str, queue: str) -> str:
+    """``consumer-host:orders:`` on one node, ``consumer-host:{orders}:`` on a cluster."""
+    return f"consumer-host:{{{queue}}}:" if on_cluster(url) else f"consumer-host:{queue}:"
+
+
+def dead_letter_key(url: str, queue: str, dead_letter: str) -> str:
+    """The default ``orders.dlq`` as ``{orders}.dlq`` on a cluster; a name the user chose is
+    kept (it must carry ``{orders}`` itself to share the queue's slot)."""
+    if on_cluster(url) and dead_letter == f"{queue}.dlq":
+        return f"{{{queue}}}.dlq"
+    return dead_letter
+
+
+def cluster_spec(url: str, spec: QueueSpec) -> QueueSpec:
+    """``spec`` with the dead-letter key named for ``url``'s topology."""
+    named = dead_letter_key(url, spec.queue, spec.dead_letter)
+    return spec if named == spec.dead_letter else dataclasses.replace(spec, dead_letter=named)

@@ -1,0 +1,234 @@
+"""Fast unit tests for Redis Sentinel and Redis Cluster support: URL forms, the clients built
+from them, error classification by exception class, and the failover pace (fake clock).
+The real failovers are in tests/cluster/."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from redis import exceptions as redis_errors
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.sentinel import MasterNotFoundError, SentinelConnectionPool
+
+from consumer_host import BrokerFailingOver, BrokerRefused, BrokerUnavailable, ConfigError
+from consumer_host.consuming.connection import BrokerLink
+from consumer_host.supervision.backoff import BackoffPolicy
+from consumer_host.supervision.breaker import BreakerState, CircuitBreaker
+from consumer_host.testing import FakeClock
+from consumer_host.transports.base import QueueSpec
+from consumer_host.transports.broker import validate_url
+from consumer_host.transports.redis_clients import build_client
+from consumer_host.transports.redis_common import translated
+from consumer_host.transports.redis_keys import cluster_spec, dead_letter_key, own_prefix
+from consumer_host.transports.redis_urls import parse_redis_url
+from tests.fakes import FakeTransport
+from tests.helpers import cli
+
+SENTINEL = "redis://:s3cret@127.0.0.1:26401,127.0.0.1:26402,[::1]:26403/2?sentinel=chmain"
+
+
+@pytest.mark.parametrize("scheme", ["redis", "rediss", "redis+streams", "rediss+streams"])
+def test_sentinel_urls_of_every_scheme(scheme):
+    parsed = parse_redis_url(SENTINEL.replace("redis://", f"{scheme}://"))
+    assert parsed.topology == "sentinel"
+    assert parsed.service == "chmain"
+    assert parsed.nodes == (("127.0.0.1", 26401), ("127.0.0.1", 26402), ("::1", 26403))
+    assert parsed.db == 2
+    assert parsed.password == "s3cret"  # noqa: S105 (a test URL's password)
+    assert parsed.username is None
+    assert parsed.tls is scheme.startswith("rediss")
+    assert parsed.streams is scheme.endswith("+streams")
+
+
+def test_sentinel_password_and_user():
+    parsed = parse_redis_url("redis://app:pw@h1,h2:5000/0?sentinel=s&sentinel_password=sp")
+    assert (parsed.username, parsed.password, parsed.sentinel_password) == ("app", "pw", "sp")
+    assert parsed.nodes == (("h1", 26379), ("h2", 5000))
+    assert parsed.options == ()
+    assert "pw" not in repr(parsed)
+    assert "sp" not in repr(parsed)
+
+
+@pytest.mark.parametrize("scheme", ["redis", "rediss", "redis+streams", "rediss+streams"])
+def test_cluster_urls_of_every_scheme(scheme):
+    parsed = parse_redis_url(f"{scheme}://127.0.0.1:7001,127.0.0.1:7002/0?cluster=true")
+    assert parsed.topology == "cluster"
+    assert parsed.nodes == (("127.0.0.1", 7001), ("127.0.0.1", 7002))
+
+
+def test_a_single_node_url_reads_as_before():
+    parsed = parse_redis_url("redis+streams://u:p@h:6380/3?ssl_cert_reqs=none")
+    assert parsed.topology == "single"
+    assert parsed.plain() == "redis://u:p@h:6380/3?ssl_cert_reqs=none"
+    assert parsed.options == (("ssl_cert_reqs", "none"),)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis://h1:1,h2:2/0", "needs ?sentinel=SERVICE"),
+        ("redis://h1:1/0?sentinel=", "name of the Sentinel service"),
+        ("redis://h1:1/0?sentinel=s&cluster=true", "not both"),
+        ("redis://h1:1/3?cluster=true", "only database 0"),
+        ("redis://h1:x/0?cluster=true", "not a number"),
+        ("redis://h1:99999/0?cluster=true", "out of range"),
+        ("http://h1/0", "not a Redis URL"),
+        ("redis:///0?cluster=true", "at least one HOST:PORT"),
+    ],
+)
+def test_bad_urls_say_what_is_wrong(url, says):
+    with pytest.raises(ConfigError, match=says.replace("?", r"\?")):
+        parse_redis_url(url)
+
+
+def test_a_bad_url_never_shows_its_password():
+    with pytest.raises(ConfigError) as caught:
+        parse_redis_url("http://user:hunter2@h/0")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_clients_for_each_topology_connect_lazily():
+    single = build_client("redis://127.0.0.1:1/0", connect_timeout=1, socket_timeout=1)
+    assert single.connection_pool.connection_kwargs["port"] == 1
+    sentinel = build_client(SENTINEL, connect_timeout=1, socket_timeout=1)
+    pool = sentinel.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.service_name == "chmain"
+    assert pool.connection_kwargs["password"] == "s3cret"  # noqa: S105
+    assert pool.connection_kwargs["db"] == 2
+    # The cluster client loads its slot map at once: with no node there it fails, and says so.
+    with pytest.raises(redis_errors.RedisClusterException):
+        build_client("redis://127.0.0.1:1/0?cluster=true", connect_timeout=0.2, socket_timeout=1)
+    assert RedisCluster  # the class the cluster client is built from
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis_errors.ReadOnlyError("You can't write against a read only replica."),
+        redis_errors.TryAgainError("Multiple keys request during rehashing of slot"),
+        redis_errors.ClusterDownError("The cluster is down"),
+        redis_errors.MasterDownError("Link with MASTER is down"),
+        redis_errors.BusyLoadingError("Redis is loading the dataset in memory"),
+        redis_errors.MovedError("3999 127.0.0.1:7002"),
+        redis_errors.AskError("3999 127.0.0.1:7002"),
+        redis_errors.SlotNotCoveredError("slot 3999 not covered"),
+        MasterNotFoundError("No master found for 'chmain'"),
+        redis_errors.ResponseError("Error running script: READONLY You can't write"),
+    ],
+)
+def test_failover_errors_are_classified_by_class(error):
+    with pytest.raises(BrokerFailingOver), translated("read from", "redis://h/0", "orders"):
+        raise error
+
+
+def test_a_lost_connection_is_a_failover_only_on_a_replicated_broker():
+    lost = redis_errors.ConnectionError("Connection refused")
+    with pytest.raises(BrokerUnavailable) as single, translated("read", "redis://h/0", "q"):
+        raise lost
+    assert not isinstance(single.value, BrokerFailingOver)
+    with pytest.raises(BrokerFailingOver), translated("read", SENTINEL, "q"):
+        raise lost
+
+
+def test_other_errors_keep_their_meaning():
+    with pytest.raises(BrokerRefused), translated("read", SENTINEL, "q"):
+        raise redis_errors.AuthenticationError("invalid password")
+    with pytest.raises(BrokerRefused), translated("read", SENTINEL, "q"):
+        raise redis_errors.ResponseError("WRONGTYPE Operation against a key")
+    with pytest.raises(BrokerUnavailable) as caught, translated("read", SENTINEL, "q"):
+        raise redis_errors.ResponseError("OOM command not allowed")
+    assert not isinstance(caught.value, BrokerFailingOver)
+    with pytest.raises(BrokerRefused) as caught, translated("read", SENTINEL, "q"):
+        raise redis_errors.AuthenticationError("invalid password")
+    assert "s3cret" not in str(caught.value)
+
+
+def _link(transport, clock, breaker):
+    return BrokerLink(
+        transport,
+        breaker,
+        backoff=BackoffPolicy(minimum=0.5, maximum=4.0, jitter=0.0),
+        clock=clock,
+        emit=lambda event: None,
+        instance="orders-0",
+        worker="orders",
+        queue="orders",
+        broker="redis",
+    )
+
+
+def test_a_failover_is_retried_fast_and_never_opens_the_circuit():
+    clock = FakeClock(auto_advance=True)
+    breaker = CircuitBreaker("redis", threshold=5, cooldown=15.0, clock=clock)
+    # A promotion of ~5 s: twenty refusals at 0.25 s, then the new primary answers.
+    failing = [BrokerFailingOver("CLUSTERDOWN") for _ in range(20)]
+    link = _link(FakeTransport(connect_results=[*failing, None]), clock, breaker)
+    assert link.open(threading.Event(), subscribe=False)
+    assert breaker.state is BreakerState.CLOSED
+    assert clock.waits == [0.25] * 20
+    assert clock.now() == pytest.approx(5.0)
+
+
+def test_ordinary_losses_still_back_off_and_open_the_circuit():
+    clock = FakeClock(auto_advance=True)
+    breaker = CircuitBreaker("redis", threshold=5, cooldown=15.0, clock=clock)
+    refused = [BrokerUnavailable("refused") for _ in range(5)]
+    link = _link(FakeTransport(connect_results=[*refused, None]), clock, breaker)
+    assert link.open(threading.Event(), subscribe=False)
+    assert clock.waits[:4] == [0.5, 1.0, 2.0, 4.0]
+    assert breaker.state is BreakerState.CLOSED  # the probe after the cool-down closed it
+    assert clock.now() >= 15.0
+
+
+def test_a_failover_that_lasts_too_long_counts_as_failures():
+    clock = FakeClock(auto_advance=True)
+    transitions = []
+    breaker = CircuitBreaker(
+        "redis",
+        threshold=5,
+        cooldown=15.0,
+        clock=clock,
+        on_transition=lambda _breaker, old, new: transitions.append(new),
+    )
+    endless = [BrokerFailingOver("MASTERDOWN") for _ in range(200)]
+    link = _link(FakeTransport(connect_results=[*endless, None]), clock, breaker)
+    assert link.open(threading.Event(), subscribe=False)
+    # 30 s of fast retries (121 of them), then ordinary backoff and the circuit.
+    assert clock.waits[:121] == [0.25] * 121
+    assert clock.waits[121:125] == [0.5, 1.0, 2.0, 4.0]
+    assert BreakerState.OPEN in transitions
+
+
+def test_single_node_and_sentinel_keep_their_key_names():
+    for url in ("redis://h/0", SENTINEL):
+        assert own_prefix(url, "orders") == "consumer-host:orders:"
+        assert dead_letter_key(url, "orders", "orders.dlq") == "orders.dlq"
+
+
+def test_a_cluster_keeps_a_queue_s_keys_in_the_queue_s_slot():
+    url = "redis+streams://127.0.0.1:7001/0?cluster=true"
+    prefix = own_prefix(url, "orders")
+    assert prefix == "consumer-host:{orders}:"
+    named = cluster_spec(url, QueueSpec(queue="orders", dead_letter="orders.dlq"))
+    assert named.dead_letter == "{orders}.dlq"
+    slot = key_slot(b"orders")
+    for key in (f"{prefix}processing:c-1@h", f"{prefix}delayed", named.dead_letter):
+        assert key_slot(key.encode()) == slot, key
+    # A dead-letter name the user chose is theirs: kept as given.
+    assert dead_letter_key(url, "orders", "failed-orders") == "failed-orders"
+
+
+def test_the_cli_refuses_a_bad_cluster_url_in_one_line():
+    done = cli("publish", "--broker", "redis://:hunter2@h1:1,h2:2/0", "q", "{}")
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert "?sentinel=SERVICE" in line
+    assert "hunter2" not in line
+
+
+def test_broker_validation_accepts_every_redis_form():
+    for url in (SENTINEL, "rediss+streams://c1:7001,c2:7002/0?cluster=true", "redis://h/0"):
+        assert validate_url(url) == url
