@@ -68,7 +68,14 @@ def _connected_to(host: ClusterHost, port: int, count: int = 2) -> bool:
 def _finish(host: ClusterHost, ledger: Ledger, publisher: SteadyPublisher) -> list[int]:
     """Stop publishing, wait until every sent id was handled, SIGTERM: exit 0; the lost ids."""
     publisher.halt()
-    wait_all_handled(ledger, publisher.sent)
+    try:
+        wait_all_handled(ledger, publisher.sent)
+    except AssertionError as exc:
+        queue = publisher.queue
+        out = RabbitCluster().run("ctl", "2", "-q", "list_queues", "name", "messages", "leader")
+        depths = [line for line in out.splitlines() if line.startswith(queue)]
+        missing = lost(ledger, publisher.sent)[:20]
+        raise AssertionError(f"{exc}; missing {missing}; {depths}") from exc
     assert host.terminate() == 0, host.text()[-3000:]
     return lost(ledger, publisher.sent)
 
@@ -174,3 +181,34 @@ def test_a_node_dies_during_a_drain(rabbit: RabbitCluster, run):
     record("node killed during a drain", sent=publisher.sent, lost=len(missing), exit_code=code)
     assert missing == []
     assert code == 0, host.text()[-3000:]
+
+
+def test_retries_survive_the_loss_of_their_queues_node(rabbit: RabbitCluster, run):
+    """Every fifth message fails once and is retried through ``<queue>.retry.200``. The host
+    declares the retry and dead-letter queues through node 1, so their leaders start there; node
+    1 dies mid-run. Quorum copies (at-least-once dead-lettering back to the queue) lose nothing
+    and are refused only while the retry queue elects a new leader (about a second, the consumer
+    backs off and the original stays in its queue); classic ones on node 1 would refuse every
+    retry until it returned."""
+    queue, ledger, host_for, publisher_for = run
+    rabbit.declare_quorum(queue, on=2)
+    host = host_for(rabbit.url(1, 2, 3))
+    wait_until(lambda: _connected_to(host, 5701), timeout=30, what="both instances on node 1")
+    publisher = publisher_for(rabbit.url(3, 2, 1), fail=True)
+    wait_until(lambda: ledger.handled() >= 30, timeout=30, what="retried messages handled")
+    types = rabbit.run("ctl", "2", "-q", "list_queues", "name", "type", "--no-table-headers")
+    kinds = dict(line.split() for line in types.splitlines() if line.startswith(queue))
+    assert kinds == {queue: "quorum", f"{queue}.retry.200": "quorum", f"{queue}.dlq": "quorum"}
+    assert rabbit.leader(f"{queue}.retry.200", via=2) == 1
+
+    killed_at = rabbit.kill(1)
+    wait_until(
+        lambda: resume_handled(ledger, publisher, killed_at), timeout=30, what="handling again"
+    )
+    resumed = resume_after(ledger, publisher, killed_at)
+    rabbit.revive(1)
+
+    missing = _finish(host, ledger, publisher)
+    record("retry queues' node killed", sent=publisher.sent, lost=len(missing), resume_s=resumed)
+    assert missing == []
+    assert rabbit.depth(f"{queue}.dlq", via=2) == 0
