@@ -12,6 +12,7 @@ set -euo pipefail
 
 CLUSTER_DIR=${CONSUMER_HOST_RABBITMQ_CLUSTER_DIR:-/tmp/consumer-host-rabbitmq-cluster}
 RABBIT_BIN=${RABBIT_BIN:-/usr/lib/rabbitmq/bin}
+SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 NODES=(1 2 3)
 AMQP_BASE=5700
 DIST_BASE=25700
@@ -57,32 +58,51 @@ prepare() {
   fi
   echo '[].' >"$CLUSTER_DIR/enabled_plugins"
   : >"$CLUSTER_DIR/rabbitmq-env.conf"
-  # Quick failure detection: a killed node is noticed by its peers within a few seconds.
-  cat >"$CLUSTER_DIR/rabbitmq.conf" <<'EOF'
-loopback_users = none
-cluster_partition_handling = pause_minority
-EOF
-  echo '[{kernel, [{net_ticktime, 10}]}].' >"$CLUSTER_DIR/advanced.config"
+  # RabbitMQ's defaults otherwise: a node killed with kill -9 closes its distribution links, so
+  # its peers notice at once. (pause_minority with a short net_ticktime paused healthy nodes when
+  # the shared 2-core machine was busy, and a revived node then waited for them for minutes.)
+  echo 'loopback_users = none' >"$CLUSTER_DIR/rabbitmq.conf"
+  echo '[].' >"$CLUSTER_DIR/advanced.config"
 }
 
-is_up() { ctl "$1" -q status >/dev/null 2>&1; }
+node_pid() {
+  # The OS pid of node $1's server: a beam started with this cluster's HOME whose environment
+  # names the node (rabbitmqctl's own beam runs "escript", not "rabbit boot").
+  local pid
+  for pid in $(pgrep -f -- "-home $CLUSTER_DIR/home -- .*-s rabbit boot" || true); do
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "RABBITMQ_NODENAME=$(node_name "$1")"; then
+      echo "$pid"
+      return 0
+    fi
+  done
+}
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$((AMQP_BASE + $1))") 2>/dev/null; }
+
+is_up() { [ -n "$(node_pid "$1")" ] && listening "$1"; }
 
 boot() {
   local n=$1
-  is_up "$n" && return 0
-  in_env "$n" "$RABBIT_BIN/rabbitmq-server" -detached >>"$CLUSTER_DIR/log/boot-$n.log" 2>&1 || true
+  [ -n "$(node_pid "$n")" ] && return 0
+  # Detached, with no descriptor of the caller's: a pipe it held would never reach EOF.
+  in_env "$n" "$RABBIT_BIN/rabbitmq-server" -detached </dev/null >>"$CLUSTER_DIR/log/boot-$n.log" 2>&1 || true
 }
 
 await() {
-  # `wait PIDFILE` waits for the node to register and then for the app to start, so it also holds
-  # for a node that was just launched (await_startup fails on a node that is not up yet).
-  ctl "$1" -q wait --timeout 120 "$CLUSTER_DIR/chcl$1.pid" >/dev/null
-  ctl "$1" -q await_startup --timeout 120 >/dev/null
+  # Up once its AMQP listener accepts: RabbitMQ opens it last, when the node has booted.
+  local n=$1 i
+  for i in $(seq 1 240); do
+    listening "$n" && return 0
+    sleep 0.5
+  done
+  echo "rabbitmq-cluster: $(node_name "$n") did not come up; see $CLUSTER_DIR/log" >&2
+  return 1
 }
 
 joined() {
   # Whether node $1 already counts node 1 among its cluster's disc nodes.
-  ctl "$1" -q cluster_status --formatter json 2>/dev/null | grep -q "$(node_name 1)"
+  timeout 60 "$SELF" ctl "$1" -q cluster_status --formatter json 2>/dev/null |
+    grep -q "$(node_name 1)"
 }
 
 start() {
@@ -92,10 +112,10 @@ start() {
   for n in 2 3; do
     if ! joined "$n"; then
       {
-        ctl "$n" -q stop_app
-        ctl "$n" -q reset
-        ctl "$n" -q join_cluster "$(node_name 1)"
-        ctl "$n" -q start_app
+        timeout 120 "$SELF" ctl "$n" -q stop_app
+        timeout 120 "$SELF" ctl "$n" -q reset
+        timeout 120 "$SELF" ctl "$n" -q join_cluster "$(node_name 1)"
+        timeout 120 "$SELF" ctl "$n" -q start_app
       } >>"$CLUSTER_DIR/log/join-$n.log" 2>&1
     fi
   done
@@ -103,12 +123,13 @@ start() {
   echo "rabbitmq cluster up: $(url)"
 }
 
-pid_of() { cat "$CLUSTER_DIR/chcl$1.pid" 2>/dev/null || true; }
-
 kill_node() {
   local pid
-  pid=$(pid_of "$1")
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
+  pid=$(node_pid "$1")
+  if [ -n "$pid" ]; then
+    kill -9 "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  fi
 }
 
 revive() {
@@ -118,7 +139,10 @@ revive() {
 
 stop() {
   for n in "${NODES[@]}"; do
-    if is_up "$n"; then ctl "$n" -q stop >/dev/null 2>&1 || kill_node "$n"; else kill_node "$n"; fi
+    if [ -n "$(node_pid "$n")" ]; then
+      timeout 30 "$SELF" ctl "$n" -q stop >/dev/null 2>&1 || true
+      kill_node "$n" # whatever a polite stop left running
+    fi
   done
 }
 

@@ -45,6 +45,9 @@ class RabbitCluster:
     def run(self, *args: str, timeout: float = 180) -> str:
         done = subprocess.run(
             ["bash", str(SCRIPT), *args],
+            # Never the test process's stdin: under xdist it is the worker's channel, and a node
+            # started detached would hold it.
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=timeout,
