@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
+import amqp.exceptions
 import pytest
 import redis
 from kombu import Connection, Exchange, Producer, Queue
@@ -228,8 +229,15 @@ class BrokerTool:
         try:
             _, count, _ = channel.queue_declare(queue=queue, durable=True, auto_delete=False)
             return int(count)
+        except amqp.exceptions.PreconditionFailed:
+            # A queue of another type (a quorum queue's quorum dead-letter queue): count it as
+            # it is, on a fresh channel (the refused declare closed this one).
+            channel = self.conn.channel()
+            _, count, _ = channel.queue_declare(queue=queue, passive=True)
+            return int(count)
         finally:
-            channel.close()
+            with contextlib.suppress(Exception):
+                channel.close()
 
     def drain(self, queue: str) -> list[tuple[bytes, dict[str, Any], str | None]]:
         """Take every message off ``queue``: (body bytes, headers, content type) each."""

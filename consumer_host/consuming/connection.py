@@ -75,7 +75,8 @@ class BrokerLink:
             self._backoff.reset()
             self.failover.connected()
             self.connected = True
-            self._emit(ConsumerConnected(**self._names, reconnect=self._connected_once))
+            node = self._node()
+            self._emit(ConsumerConnected(**self._names, node=node, reconnect=self._connected_once))
             if self._connected_once:
                 self.reconnects += 1
             self._connected_once = True
@@ -85,12 +86,23 @@ class BrokerLink:
     def lost(self, stop: threading.Event, error: BrokerError) -> bool:
         """Count a lost or failed connection, drop it and back off; ``True`` if stopped.
         A cluster's failover is neither counted nor backed off while it lasts as one should."""
+        node = self._node()
+        # On a RabbitMQ cluster the transport goes to its next node at once; only a round in
+        # which no node answered counts against the circuit (transports.amqp_nodes). A Redis
+        # failover is retried at its own pace, uncounted while it lasts (failover_pace).
+        fail_over = getattr(self.transport, "fail_over", None)
         delay = self.failover.delay(error)
+        if delay is None and fail_over is not None and fail_over():
+            delay = 0.0
         if delay is None:
             self._breaker.record_failure()
             # Our own backoff while the circuit is closed; once open, the circuit paces retries.
             delay = self._backoff.next() if self._breaker.state is BreakerState.CLOSED else 0.0
         self.connected = False
         self.transport.discard()
-        self._emit(ConsumerDisconnected(**self._names, error=str(error), delay=delay))
+        self._emit(ConsumerDisconnected(**self._names, node=node, error=str(error), delay=delay))
         return self._clock.wait(stop, delay)
+
+    def _node(self) -> str:
+        """The cluster node the transport is on (password masked); empty for a single node."""
+        return getattr(self.transport, "node", None) or ""

@@ -14,6 +14,8 @@ def consumer_status(consumer: Consumer, stuck: list[dict[str, Any]]) -> dict[str
     return {
         "queue": consumer.options.queue,
         "connected": consumer.connected,
+        # The cluster node the instance is connected to (password masked); None on one node.
+        "node": getattr(consumer.transport, "node", None),
         "consuming": consumer.consuming,
         "paused": consumer.paused,
         "kill_switch": None if consumer.kill_switch is None else str(consumer.kill_switch.state),

@@ -168,7 +168,10 @@ class EventLogger:
                 log.info("worker_stopped", instance=instance, worker=event.worker, state=state)
             case ConsumerConnected(instance=instance, queue=queue, broker=broker):
                 name = "consumer_reconnected" if event.reconnect else "consumer_connected"
-                log.info(name, instance=instance, worker=event.worker, queue=queue, broker=broker)
+                node = {"node": event.node} if event.node else {}
+                log.info(
+                    name, instance=instance, worker=event.worker, queue=queue, broker=broker, **node
+                )
             case ConsumerDisconnected(instance=instance, queue=queue, error=error, delay=delay):
                 log.warning(
                     "consumer_disconnected",
@@ -178,6 +181,7 @@ class EventLogger:
                     broker=event.broker,
                     error=error,
                     retry_in=round(delay, 3),
+                    **({"node": event.node} if event.node else {}),
                 )
             case BreakerChanged(breaker=breaker, old=old, new=new, failures=failures):
                 method = log.warning if new == "open" else log.info

@@ -63,6 +63,8 @@ class ConsumerConnected(WorkerEvent):
     queue: str
     broker: str
     reconnect: bool
+    node: str = ""
+    """The cluster node connected to (password masked); empty for a single-node broker."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -71,6 +73,8 @@ class ConsumerDisconnected(WorkerEvent):
     broker: str
     error: str
     delay: float
+    node: str = ""
+    """The cluster node that was lost (password masked); empty for a single-node broker."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

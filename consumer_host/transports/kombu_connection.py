@@ -7,6 +7,7 @@ message carries a secret.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
@@ -72,6 +73,23 @@ def connection_options(
     return options
 
 
+def open_node(node: str, queue: str, *, connect_timeout: float) -> Connection:
+    """A connection to one node (of a cluster), without heartbeats, for a short-lived command or
+    the producer; an error that names the node (password masked) if it does not answer."""
+    options = connection_options(node, heartbeat=0, connect_timeout=connect_timeout)
+    conn = Connection(node, **options)
+    try:
+        conn.ensure_connection(max_retries=0)
+    except Exception as exc:
+        error = translate(exc, Place("connect to", node, queue), conn)
+        with contextlib.suppress(Exception):
+            conn.collect()
+        if error is None:
+            raise
+        raise error from exc
+    return conn
+
+
 def translate(exc: BaseException, where: Place, conn: Connection | None) -> BrokerError | None:
     """Our error for ``exc`` raised while doing ``where``, or ``None`` when it is not a broker
     error (a bug of ours, which should surface as it is)."""
@@ -116,13 +134,13 @@ class Guard:
     twice per message, and the difference shows in the benchmark.
     """
 
-    __slots__ = ("_conn", "_io", "_queue", "_url", "action")
+    __slots__ = ("_conn", "_io", "_queue", "action", "url")
 
     def __init__(
         self, io: threading.Lock, url: str, queue: str, conn: Callable[[], Connection | None]
     ) -> None:
         self._io = io
-        self._url = url
+        self.url = url  # the node connected to, on a cluster
         self._queue = queue
         self._conn = conn
         self.action = ""
@@ -136,6 +154,6 @@ class Guard:
         self._io.release()
         if exc is None:
             return
-        error = translate(exc, Place(self.action, self._url, self._queue), self._conn())
+        error = translate(exc, Place(self.action, self.url, self._queue), self._conn())
         if error is not None:
             raise error from exc

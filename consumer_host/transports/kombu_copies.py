@@ -17,6 +17,30 @@ from .base import Place, QueueSpec
 from .kombu_producer import RoutedChannel, declare_queue, deliver, encodable_headers
 
 
+def copy_queue_arguments(spec: QueueSpec) -> dict[str, Any]:
+    """What a retry or dead-letter queue takes from the main queue: its type. On a cluster a
+    quorum queue survives the loss of a node; a classic copy queue on that node would refuse
+    every retry and dead letter until it returns."""
+    kind = (spec.queue_arguments or {}).get("x-queue-type")
+    return {"x-queue-type": kind} if kind == "quorum" else {}
+
+
+def retry_queue_arguments(spec: QueueSpec) -> dict[str, Any]:
+    """A quorum retry queue dead-letters its expired copies back to the main queue
+    at-least-once (RabbitMQ 3.10+): the default, at-most-once, may drop a copy between the two
+    queues. At-least-once requires ``x-overflow: reject-publish``."""
+    arguments = copy_queue_arguments(spec)
+    if arguments:
+        arguments["x-dead-letter-strategy"] = "at-least-once"
+        arguments["x-overflow"] = "reject-publish"
+    return arguments
+
+
+def declare_dead_letter_queue(conn: Connection, spec: QueueSpec) -> None:
+    """The dead-letter queue, of the main queue's type (an existing one is used as it is)."""
+    declare_queue(conn, spec.dead_letter, arguments=copy_queue_arguments(spec) or None)
+
+
 class Copies:
     """The copy targets of one consumer's queue, declared once per connection."""
 
@@ -43,6 +67,7 @@ class Copies:
             "x-message-ttl": ttl_ms,
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": self.spec.queue,
+            **retry_queue_arguments(self.spec),
         }
         declare_queue(conn, name, arguments=arguments)
 
@@ -62,7 +87,7 @@ class Copies:
         properties["content_encoding"] = delivery.content_encoding or "binary"
         properties["delivery_mode"] = 2
         if target == self.spec.dead_letter:
-            redeclare = lambda: declare_queue(conn, target)  # noqa: E731
+            redeclare = lambda: declare_dead_letter_queue(conn, self.spec)  # noqa: E731
         else:
             ttl_ms = int(target.rsplit(".", 1)[1]) if self.is_amqp else 0
             redeclare = lambda: self._declare_retry_queue(conn, target, ttl_ms)  # noqa: E731

@@ -26,9 +26,10 @@ from kombu.connection import Connection
 from consumer_host.errors import BrokerError
 from consumer_host.redaction import redact_text
 
+from .amqp_nodes import NodeRotation
 from .base import Place
 from .dead_letters import DeadLetterMoveStopped, Selection, replay_headers
-from .kombu_connection import classify, connection_options, translate
+from .kombu_connection import classify, open_node, translate
 
 #: The most dead letters ``browse`` has pushed at once (a ``basic.qos`` prefetch is 16 bits).
 BROWSE_MAX = 65_535
@@ -49,8 +50,9 @@ class KombuDeadLetters:
         self.url = url
         self.queue = queue
         self.dead_letter = dead_letter
-        # No heartbeats: the commands are short and never leave the connection idle.
-        self._options = connection_options(url, heartbeat=0, connect_timeout=connect_timeout)
+        self._connect_timeout = connect_timeout
+        # A cluster's failover URL: the first node that answers (amqp_nodes).
+        self._nodes = NodeRotation(url)
         self._conn: Connection | None = None
 
     def browse(self) -> Iterator[dict[str, Any]]:
@@ -160,8 +162,9 @@ class KombuDeadLetters:
             publisher.basic_publish(copy, exchange="", routing_key=self.queue, mandatory=True)
         except (amqp.exceptions.ChannelError, amqp.exceptions.MessageNacked) as exc:
             reason = redact_text(str(exc)) or type(exc).__name__
+            where = Place("publish to", self._node, self.queue)
             raise DeadLetterMoveStopped(
-                f"cannot replay to {Place('publish to', self.url, self.queue)}: the broker did "
+                f"cannot replay to {where}: the broker did "
                 f"not take the copy ({type(exc).__name__}: {reason}); does the queue exist?",
                 done=0,
             ) from exc
@@ -170,10 +173,18 @@ class KombuDeadLetters:
 
     def _connection(self) -> Connection:
         if self._conn is None:
-            conn = Connection(self.url, **self._options)  # type: ignore[no-untyped-call]
-            self._conn = conn
-            conn.ensure_connection(max_retries=0)  # type: ignore[no-untyped-call]
+            # No heartbeats: the commands are short and never leave the connection idle.
+            self._conn = self._nodes.connect(
+                lambda node: open_node(
+                    node, self.dead_letter, connect_timeout=self._connect_timeout
+                )
+            )
         return self._conn
+
+    @property
+    def _node(self) -> str:
+        """The node connected to (errors name it), else the URL as given."""
+        return self._nodes.node or self.url
 
     def _channel(self) -> Any:
         channel = self._connection().channel()  # type: ignore[no-untyped-call]
@@ -187,9 +198,10 @@ class KombuDeadLetters:
         try:
             yield
         except Exception as exc:
-            error = translate(exc, Place(action, self.url, self.dead_letter), self._conn)
+            where = Place(action, self._node, self.dead_letter)
+            error = translate(exc, where, self._conn)
             if error is None and isinstance(exc, amqp.exceptions.AMQPError):
-                error = classify(exc, Place(action, self.url, self.dead_letter))
+                error = classify(exc, where)
             if error is None:
                 raise
             raise error from exc

@@ -22,11 +22,12 @@ import amqp.exceptions
 from amqp.serialization import dumps
 from kombu.connection import Connection
 
-from consumer_host.errors import CopyRefused
+from consumer_host.errors import BrokerUnavailable, CopyRefused
 
+from .amqp_nodes import NodeRotation
 from .base import Place
 from .broker import scheme_of
-from .kombu_connection import AMQP_SCHEMES, connection_options, translate
+from .kombu_connection import AMQP_SCHEMES, open_node, translate
 
 _CONFIRM_TIMEOUT = 30.0
 
@@ -138,15 +139,25 @@ def encodable_headers(headers: dict[str, Any]) -> dict[str, Any]:
 
 class KombuProducer:
     """Publish to queues on one kombu broker URL: declared durable once, persistent, confirmed
-    and routed on RabbitMQ. Not thread-safe: one owner thread."""
+    and routed on RabbitMQ. Not thread-safe: one owner thread.
+
+    On a cluster's failover URL it connects to the first node that answers, and a message whose
+    confirm was lost with its connection is published again on the next node before
+    :meth:`publish` returns: never assumed delivered (a duplicate at worst)."""
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
         self.url = url
         self._amqp = scheme_of(url) in AMQP_SCHEMES
-        options = connection_options(url, heartbeat=0, connect_timeout=connect_timeout)
-        self._conn = Connection(url, **options)
+        self._connect_timeout = connect_timeout
+        self._nodes = NodeRotation(url)
+        self._conn: Connection | None = None
         self._routed: RoutedChannel | None = None
         self._declared: set[str] = set()
+
+    @property
+    def node(self) -> str | None:
+        """The node published to now (password masked), or ``None``."""
+        return self._nodes.masked_node or None
 
     def publish(
         self,
@@ -159,42 +170,78 @@ class KombuProducer:
         message_id: str,
     ) -> None:
         """Publish ``body`` to ``queue``; raise BrokerRefused, BrokerUnavailable or CopyRefused."""
-        where = Place("publish to", self.url, queue)
+        properties = {
+            "content_type": content_type,
+            "content_encoding": content_encoding,
+            "delivery_mode": 2,
+            "message_id": message_id,
+        }
+        while True:
+            try:
+                self._publish_once(queue, body, headers, properties)
+                return
+            except BrokerUnavailable:
+                # The connection went with the confirm: on a cluster, again on the next node.
+                if not self._nodes.lost():
+                    raise
+
+    def _publish_once(
+        self, queue: str, body: bytes, headers: dict[str, Any], properties: dict[str, Any]
+    ) -> None:
+        routed, conn = self._channel(queue)
+        where = Place("publish to", self._nodes.node or self.url, queue)
         try:
-            routed = self._channel()
             if queue not in self._declared:
-                declare_queue(self._conn, queue)
+                declare_queue(conn, queue)
                 self._declared.add(queue)
-            properties = {
-                "content_type": content_type,
-                "content_encoding": content_encoding,
-                "delivery_mode": 2,
-                "message_id": message_id,
-            }
             deliver(
                 routed,
                 where,
-                lambda: declare_queue(self._conn, queue),
+                lambda: declare_queue(conn, queue),
                 body,
                 queue,
                 encodable_headers(headers),
                 properties,
             )
         except Exception as exc:
-            error = translate(exc, where, self._conn)
+            error = translate(exc, where, conn)
             if error is None:
                 raise
-            self._routed = None  # the channel may be closed; open another next time
+            self._drop()  # the channel may be closed; open another next time
             raise error from exc
 
-    def _channel(self) -> RoutedChannel:
-        if self._routed is None:
-            self._conn.ensure_connection(max_retries=0)
-            self._routed = RoutedChannel(self._conn.channel(), amqp_broker=self._amqp)
-        return self._routed
+    def _channel(self, queue: str) -> tuple[RoutedChannel, Connection]:
+        if self._routed is None or self._conn is None:
+            self._nodes.connect(lambda node: self._open(node, queue))
+        assert self._routed is not None
+        assert self._conn is not None
+        return self._routed, self._conn
+
+    def _open(self, node: str, queue: str) -> None:
+        conn = open_node(node, queue, connect_timeout=self._connect_timeout)
+        try:
+            self._routed = RoutedChannel(conn.channel(), amqp_broker=self._amqp)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                conn.collect()
+            error = translate(exc, Place("open a channel on", node, queue), conn)
+            if error is None:
+                raise
+            raise error from exc
+        self._conn = conn
+        self._declared.clear()
+
+    def _drop(self) -> None:
+        self._routed = None
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.collect()
+            self._conn = None
 
     def close(self) -> None:
         """Close the connection. Never raises."""
         self._routed = None
-        with contextlib.suppress(Exception):  # closing a broken connection
-            self._conn.release()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection
+                conn.release()

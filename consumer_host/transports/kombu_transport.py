@@ -30,10 +30,11 @@ from consumer_host.redaction import redact_url
 from . import amqp_frames
 from .amqp_acks import AckLedger
 from .amqp_keeper import Keeper
+from .amqp_nodes import NodeRotation
 from .base import QueueSpec
 from .broker import scheme_of
 from .kombu_connection import AMQP_SCHEMES, Guard, connection_options
-from .kombu_copies import Copies
+from .kombu_copies import Copies, declare_dead_letter_queue
 from .kombu_deliveries import from_amqp, from_kombu
 from .kombu_producer import RoutedChannel, declare_queue
 from .suspects import SlowStart
@@ -86,13 +87,43 @@ class KombuTransport:
         self._ack_batch = max(1, spec.prefetch // 2)
         self._ledger = AckLedger()
         self._guard = Guard(self._io, url, spec.queue, lambda: self._conn)
+        # A cluster's failover URL: each connect tries its nodes in turn (amqp_nodes).
+        self._nodes = NodeRotation(url, clock=clock)
+        self._connect_timeout = connect_timeout
+
+    @property
+    def node(self) -> str | None:
+        """The node connected to now (password masked), for ``/status``; ``None`` if none."""
+        return self._nodes.masked_node or None
+
+    def fail_over(self) -> bool:
+        """The connection was lost: ``True`` when the next connect should go to the cluster's
+        next node at once, without a backoff or a failure counted against the circuit."""
+        return self._nodes.lost()
 
     # -- connection -----------------------------------------------------------------------------
 
     def connect(self) -> None:
         self.close()
-        conn = Connection(self.url, **self._options)
+        self._nodes.connect(self._connect_node)
+        self._start_keeper()
+
+    def _connect_node(self, node: str) -> None:
+        if node != self.url:  # a failover URL: this node's own options (its TLS server name)
+            self._options = connection_options(
+                node, heartbeat=self._heartbeat, connect_timeout=self._connect_timeout
+            )
+        conn = Connection(node, **self._options)
         self._conn = conn
+        self._guard.url = node
+        self._copies.url = node
+        try:
+            self._open(conn)
+        except BrokerUnavailable:
+            self.discard()  # this node failed: nothing of it stays for the next one
+            raise
+
+    def _open(self, conn: Connection) -> None:
         with self._translated("connect to"):
             # No retries here: the consumer backs off through the shared broker circuit.
             conn.ensure_connection(max_retries=0)
@@ -105,6 +136,8 @@ class KombuTransport:
                 self._channel.auto_decode = False
             self._routed = RoutedChannel(conn.channel(), amqp_broker=self.is_amqp)
             self._declare(conn)
+
+    def _start_keeper(self) -> None:
         if self._heartbeat or self._coalesce:
             self._keeper = Keeper(
                 f"heartbeat:{self.spec.queue}",
@@ -131,7 +164,7 @@ class KombuTransport:
                 exchange=spec.exchange,
                 routing_key=spec.routing_key or spec.queue,
             )
-        declare_queue(conn, spec.dead_letter)
+        declare_dead_letter_queue(conn, spec)
         self._copies.forget_declarations()
 
     def start_consuming(self) -> None:

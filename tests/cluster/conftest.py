@@ -2,6 +2,8 @@
 
 Every test here is marked ``cluster`` and holds one lock over all xdist workers while it runs:
 the clusters are shared, and a test that kills a node must not pull it from under another test.
+The RabbitMQ cluster tests also share one xdist group (``--dist loadgroup``), so one worker
+starts the cluster once and stops it at the end of its session.
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ import pytest
 
 from tests.conftest import LOCKS
 
+from .rabbitmq import RabbitCluster
+
 _HERE = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if _HERE in Path(item.fspath).parents:
+        path = Path(item.fspath)
+        if _HERE in path.parents:
             item.add_marker(pytest.mark.cluster)
+        if path.name == "test_rabbitmq_cluster.py":
+            item.add_marker(pytest.mark.xdist_group("rabbitmq-cluster"))
 
 
 @pytest.fixture(autouse=True)
@@ -65,3 +72,26 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster():
+    """The 3-node RabbitMQ cluster (scripts/rabbitmq-cluster.sh), started for the session and
+    stopped at its end, whatever the tests did to it."""
+    cluster = RabbitCluster()
+    try:
+        cluster.start()
+    except (OSError, RuntimeError) as exc:
+        cluster.stop()
+        pytest.fail(f"cannot start the RabbitMQ cluster: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def rabbit(rabbit_cluster):
+    """The cluster with every node up at the start of the test."""
+    rabbit_cluster.ensure_all_up()
+    return rabbit_cluster
