@@ -45,7 +45,9 @@ def consumer_id(instance: str) -> str:
     return f"{instance}@{socket.gethostname()}-{os.getpid()}"
 
 
-def make_client(url: str, *, connect_timeout: float, socket_timeout: float) -> redis.Redis:
+def make_client(
+    url: str, *, connect_timeout: float, socket_timeout: float, **extra: Any
+) -> redis.Redis:
     """A client that never retries behind our back, with TLS verified for ``rediss://``.
 
     redis-py retries failed commands silently by default; a retried move whose first reply was
@@ -57,6 +59,7 @@ def make_client(url: str, *, connect_timeout: float, socket_timeout: float) -> r
         "socket_timeout": socket_timeout,
         "health_check_interval": 0,
         "retry": Retry(NoBackoff(), 0),
+        **extra,
     }
     if url.startswith("rediss://"):
         options["ssl_cert_reqs"] = "required"  # a ?ssl_cert_reqs=none in the URL still wins
@@ -142,6 +145,10 @@ class Cadence:
 
     def now(self) -> None:
         self._due = self._clock.now()
+
+    def remaining(self) -> float:
+        """Seconds until the chore is due (0 when it is): how long a read may block."""
+        return max(0.0, self._due - self._clock.now())
 
 
 class SlowStart:

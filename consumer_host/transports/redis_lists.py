@@ -49,12 +49,13 @@ from .redis_common import (
 )
 from .redis_envelope import copy_envelope, read_envelope
 from .redis_producers import RedisListProducer
+from .redis_wake import IDLE_WAIT, BlockingReader
 
 __all__ = ["RedisListProducer", "RedisListTransport"]
 
 #: Due retries are looked for at least this often, in case another consumer that scheduled an
-#: earlier one died before moving it.
-_PROMOTE_AT_LEAST_EVERY = 2.0
+#: earlier one died before moving it (as often as an idle read wakes: each of a pool looks).
+_PROMOTE_AT_LEAST_EVERY = IDLE_WAIT
 
 
 class RedisListTransport:
@@ -91,6 +92,7 @@ class RedisListTransport:
         self.presumed_dead = 0
         """How often this consumer came back from a stall to find it had been swept."""
         self._redis: redis.Redis | None = None
+        self._reader: BlockingReader | None = None  # blocking reads, on their own connection
         self._ready = False
         self._connected_before = False
         self._consuming = False
@@ -133,6 +135,9 @@ class RedisListTransport:
             mode = "as-is" if self._connected_before else "count"
             self._recover_own(keys=[self.keys_processing, self.spec.queue], args=[mode])
             self._connected_before = True
+            self._reader = BlockingReader(
+                self.url, connect_timeout=self._connect_timeout, socket_timeout=self._socket_timeout
+            )
             self._ready = True
         self._keeper_stop = threading.Event()
         threading.Thread(
@@ -175,9 +180,20 @@ class RedisListTransport:
     def stop_consuming(self) -> None:
         self._consuming = False
 
+    def wake(self) -> None:
+        """End an idle read now (a stop or a pause is waiting); from any thread."""
+        if (reader := self._reader) is not None:
+            reader.wake()
+
+    def _close_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
     def discard(self) -> None:
         """Drop a broken connection; what we held comes back through recovery."""
         self._keeper_stop.set()
+        self._close_reader()
         client, self._redis = self._redis, None
         self._consuming = False
         self._slow.forget()
@@ -186,6 +202,7 @@ class RedisListTransport:
 
     def close(self) -> None:
         self._keeper_stop.set()
+        self._close_reader()
         client, self._redis = self._redis, None
         self._consuming = False
         self._slow.forget()
@@ -222,10 +239,15 @@ class RedisListTransport:
                 # this thread can do; wait as a read that found nothing would.
                 self._clock.wait(self._idle, timeout)
                 return []
+            reader = self._reader
+            timeout = min(timeout, self._promotion.remaining(), reader.longest if reader else 0)
+            if timeout > 0 and reader is not None and reader.woken():
+                return []
+            source, target = self.spec.queue, self.keys_processing
             raw = (
-                client.blmove(self.spec.queue, self.keys_processing, timeout, "RIGHT", "LEFT")  # type: ignore[arg-type]
-                if timeout > 0
-                else client.lmove(self.spec.queue, self.keys_processing, "RIGHT", "LEFT")
+                reader.client.blmove(source, target, timeout, "RIGHT", "LEFT")  # type: ignore[arg-type]
+                if timeout > 0 and reader is not None
+                else client.lmove(source, target, "RIGHT", "LEFT")
             )
             if raw is None:
                 return []

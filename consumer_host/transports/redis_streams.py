@@ -52,10 +52,11 @@ from .redis_producers import StreamsProducer
 from .redis_stream_acks import StreamAcks
 from .redis_stream_entries import entry_fields, plain_url, read_entry
 from .redis_stream_upkeep import forget_stale_consumers, trim
+from .redis_wake import IDLE_WAIT, BlockingReader
 
 __all__ = ["RedisStreamsTransport", "StreamsProducer", "entry_fields", "plain_url"]
 
-_PROMOTE_AT_LEAST_EVERY = 2.0
+_PROMOTE_AT_LEAST_EVERY = IDLE_WAIT
 _TRIM_EVERY = 10.0
 
 
@@ -86,6 +87,7 @@ class RedisStreamsTransport:
         self._clock = clock
         self.keys_delayed = f"consumer-host:{spec.queue}:delayed"
         self._redis: redis.Redis | None = None
+        self._reader: BlockingReader | None = None  # blocking reads, on their own connection
         self._consuming = False
         self._acks = StreamAcks(spec.queue, self.group, clock)
         self._slow = SlowStart(spec.prefetch)
@@ -110,6 +112,11 @@ class RedisStreamsTransport:
             self._ensure_group(client, self.spec.queue, self.group)
             self._promote = client.register_script(scripts.STREAM_PROMOTE_DUE)
             self._settle_copy = client.register_script(scripts.STREAM_SETTLE_COPY)
+            self._reader = BlockingReader(
+                plain_url(self.url),
+                connect_timeout=self._connect_timeout,
+                socket_timeout=self._socket_timeout,
+            )
         self._claims.now()
         self._acks.start_flusher(client, f"acks:{self.consumer}")
 
@@ -150,8 +157,16 @@ class RedisStreamsTransport:
                     client.xgroup_delconsumer(self.spec.queue, self.group, self.consumer)
         self.discard()
 
+    def wake(self) -> None:
+        """End an idle read now (a stop or a pause is waiting); from any thread."""
+        if (reader := self._reader) is not None:
+            reader.wake()
+
     def discard(self) -> None:
         self._acks.stop_flusher()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         client, self._redis = self._redis, None
         self._consuming = False
         self._acks.clear()
@@ -178,7 +193,12 @@ class RedisStreamsTransport:
             claimed = self._claim(client)
             if claimed:
                 return self._handed_out(claimed)
-            reply: Any = client.xreadgroup(
+            reader = self._reader
+            timeout = min(timeout, self._promotion.remaining(), self._claims.remaining())
+            timeout = min(timeout, reader.longest) if reader else 0
+            if timeout and reader is not None and reader.woken():
+                return []
+            reply: Any = (reader.client if timeout and reader is not None else client).xreadgroup(
                 self.group,
                 self.consumer,
                 {self.spec.queue: ">"},
