@@ -39,8 +39,8 @@ from consumer_host.redaction import redact_url
 
 from . import redis_scripts as scripts
 from .base import Place, QueueSpec
+from .redis_chores import shared_cadence
 from .redis_common import (
-    Cadence,
     SlowStart,
     consumer_id,
     make_client,
@@ -97,8 +97,9 @@ class RedisListTransport:
         self._connected_before = False
         self._consuming = False
         self._slow = SlowStart(spec.prefetch)
-        self._promotion = Cadence(clock, _PROMOTE_AT_LEAST_EVERY, jitter=0.25)
-        self._sweep = Cadence(clock, recover_interval)
+        queue = spec.queue  # one per queue per process, see redis_chores
+        self._promotion = shared_cadence(clock, url, f"promote:{queue}", _PROMOTE_AT_LEAST_EVERY)
+        self._sweep = shared_cadence(clock, url, f"sweep:{queue}", recover_interval)
         self._registered_at = clock.now()
         self._keeper_stop = threading.Event()
         self._idle = threading.Event()  # never set: a wait on it only times out

@@ -39,6 +39,7 @@ from consumer_host.message import Delivery
 
 from . import redis_scripts as scripts
 from .base import Place, QueueSpec
+from .redis_chores import shared_cadence
 from .redis_common import (
     Cadence,
     SlowStart,
@@ -93,8 +94,10 @@ class RedisStreamsTransport:
         self._slow = SlowStart(spec.prefetch)
         self._claimed: set[bytes] = set()
         self._claims = Cadence(clock, max(0.5, claim_after / 4))
-        self._promotion = Cadence(clock, _PROMOTE_AT_LEAST_EVERY, jitter=0.25)
+        queue = f"{spec.queue}:{self.group}"  # one per queue per process, see redis_chores
+        self._promotion = shared_cadence(clock, url, f"promote:{queue}", _PROMOTE_AT_LEAST_EVERY)
         self._trims = Cadence(clock, _TRIM_EVERY)
+        self._forgets = shared_cadence(clock, url, f"forget:{queue}", _TRIM_EVERY)
         self._claim_cursor = "0-0"
         self._idle = threading.Event()  # never set: a wait on it only times out
 
@@ -255,10 +258,10 @@ class RedisStreamsTransport:
             )
             if next_due is not None:
                 self._promotion.at(self._clock.now() + float(next_due) - self._clock.wall())
-        if self._trims.due():
-            if self._acks.sent:
-                self._acks.sent = False
-                self._trim(client)
+        if self._trims.due() and self._acks.sent:
+            self._acks.sent = False
+            self._trim(client)
+        if self._forgets.due():
             forget_stale_consumers(
                 client, self.spec.queue, self.group, keep=self.consumer, idle=self.claim_after * 2
             )
