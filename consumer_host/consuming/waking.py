@@ -1,9 +1,9 @@
 """How long an idle consumer may wait for a message in one read.
 
 ``poll_interval`` bounds how late an idle consumer notices a stop or a pause. A transport that
-can be woken (it has ``wake()``: a stop or a pause calls it) does not need that bound, so its
-idle reads last :data:`~consumer_host.transports.redis_wake.IDLE_WAIT` at least: hundreds of
-idle consumers then wake a few times a second in all, not hundreds.
+can be woken (its ``can_wake`` is true; a stop or a pause calls its ``wake()``) does not need
+that bound, so its idle reads last :data:`WOKEN_IDLE_WAIT` at least: hundreds of idle
+consumers then wake a few times a second in all, not hundreds.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ WOKEN_IDLE_WAIT = 5.0
 
 def idle_wait(transport: Any, poll_interval: float) -> float:
     """``poll_interval``, or longer when ``transport`` can be woken."""
-    if getattr(transport, "wake", None) is None:
+    if not getattr(transport, "can_wake", False):
         return poll_interval
     return max(poll_interval, WOKEN_IDLE_WAIT)
 

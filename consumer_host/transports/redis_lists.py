@@ -62,6 +62,7 @@ class RedisListTransport:
     """One redis-py client per consumer instance, plus a keeper thread for the alive key."""
 
     delays_retries = True
+    can_wake = True  # see redis_wake
 
     def __init__(
         self,

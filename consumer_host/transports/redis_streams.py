@@ -65,6 +65,7 @@ class RedisStreamsTransport:
     """One redis-py client per consumer instance, owned by its thread."""
 
     delays_retries = True
+    can_wake = True  # see redis_wake
 
     def __init__(
         self,
