@@ -56,7 +56,9 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def one_round(broker: str, consumers: int, pool: int, settle: float, window: float) -> dict:
+def one_round(
+    broker: str, consumers: int, pool: int, settle: float, window: float, code_root: str | None
+) -> dict:
     url = URLS[broker]
     tag = uuid.uuid4().hex[:8]
     queue = f"bench-idle-{tag}"
@@ -68,6 +70,8 @@ def one_round(broker: str, consumers: int, pool: int, settle: float, window: flo
             APP.format(redis_url=REDIS_URL, consumers=consumers, key=key, queue=queue, pool=pool)
         )
         env = {**os.environ, "CONSUMER_HOST_LOG_LEVEL": "warning"}
+        if code_root:  # another checkout's consumer_host (a before/after comparison)
+            env["PYTHONPATH"] = code_root
         started = time.monotonic()
         child = subprocess.Popen(
             [sys.executable, "-m", "consumer_host", "run", str(app), "--broker", url],
@@ -162,6 +166,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument(
+        "--compare", metavar="DIR", help="also run the consumer_host of this checkout, interleaved"
+    )
     args = parser.parse_args()
     total = args.consumers * args.pool
     print(f"{total} idle consumers ({args.consumers} x pool {args.pool}); load {os.getloadavg()}")
@@ -170,23 +177,32 @@ def main() -> None:
         "SIGTERM to exit s | startup s |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    roots = [("this checkout", None)] + ([(args.compare, args.compare)] if args.compare else [])
     for broker in args.brokers:
-        rounds = [
-            one_round(broker, args.consumers, args.pool, args.settle, args.window)
-            for _ in range(args.rounds)
-        ]
-
-        def med(name: str, rounds: list[dict] = rounds) -> float:
-            return statistics.median(r[name] for r in rounds)
-
-        cpus = ", ".join(f"{r['cpu']:.1f}" for r in rounds)
-        print(
-            f"| {broker} | {med('cpu'):.2f} ({cpus}) | {med('cpu') / total * 1000:.1f} m% | "
-            f"{med('rss'):.0f} | {med('rss') * 1024 / total:.0f} | {med('pickup') * 1000:.0f} | "
-            f"{med('sigterm'):.2f} (exit {rounds[0]['exit']}) | {med('startup'):.1f} |",
-            flush=True,
-        )
+        results: dict[str, list[dict]] = {label: [] for label, _ in roots}
+        for _ in range(args.rounds):  # interleaved, so both see the same load
+            for label, code_root in roots:
+                results[label].append(
+                    one_round(
+                        broker, args.consumers, args.pool, args.settle, args.window, code_root
+                    )
+                )
+        for label, rounds in results.items():
+            _row(f"{broker} ({label})" if args.compare else broker, rounds, total)
     print(f"load at the end {os.getloadavg()}")
+
+
+def _row(name: str, rounds: list[dict], total: int) -> None:
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in rounds)
+
+    cpus = ", ".join(f"{r['cpu']:.1f}" for r in rounds)
+    print(
+        f"| {name} | {med('cpu'):.2f} ({cpus}) | {med('cpu') / total * 1000:.1f} m% | "
+        f"{med('rss'):.0f} | {med('rss') * 1024 / total:.0f} | {med('pickup') * 1000:.0f} | "
+        f"{med('sigterm'):.2f} (exit {max(r['exit'] for r in rounds)}) | {med('startup'):.1f} |",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
