@@ -75,7 +75,7 @@ def one_round(
         started = time.monotonic()
         child = subprocess.Popen(
             [sys.executable, "-m", "consumer_host", "run", str(app), "--broker", url],
-            cwd=ROOT,
+            cwd=code_root or ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
