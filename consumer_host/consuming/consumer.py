@@ -42,6 +42,7 @@ from .outcomes import Outcomes
 from .paused_watch import PausedWatch
 from .settlement import Settlement, debug_enabled
 from .status import consumer_status
+from .waking import idle_wait, wake
 from .watchdog import stuck_jobs
 
 #: While handlers run, how long a fetch may block before finished jobs are settled.
@@ -191,6 +192,11 @@ class Consumer:
     def pause(self) -> None:
         """Take no new messages (prefetched ones go back to the queue); finish those in hand."""
         self._paused.set()
+        self.wake()
+
+    def wake(self) -> None:
+        """End an idle wait now: a stop or a pause is waiting (see :mod:`.waking`)."""
+        wake(self.transport)
 
     def intake_closed(self) -> bool:
         """Paused and no longer subscribed (or not connected): nothing new will arrive."""
@@ -249,7 +255,7 @@ class Consumer:
         executor = self._executor
         assert executor is not None
         transport = self.transport
-        poll = self.options.poll_interval
+        poll = idle_wait(transport, self.options.poll_interval)
         prefetch = self.options.prefetch_count
         hand = self._hand
         while not stop.is_set():

@@ -133,7 +133,11 @@ class ConsumerOptions:
         0.5, "first reconnect delay while the broker circuit is closed", _seconds(positive=True)
     )
     reconnect_backoff_max: float = _option(30.0, "longest reconnect delay", _seconds(positive=True))
-    poll_interval: float = _option(0.5, "longest idle wait for a message", _seconds())
+    poll_interval: float = _option(
+        0.5,
+        "longest idle wait for a message (RabbitMQ, Redis: at least 5 s, a stop or pause wakes it)",
+        _seconds(),
+    )
     kill_switch: KillSwitch | None = _option(
         None,
         "stop taking messages while most fail: `KillSwitch(activation=20, trip_ratio=0.5, "

@@ -174,6 +174,9 @@ class Supervisor:
 
     def request_stop(self) -> None:
         self.stop_event.set()
+        wake = getattr(self.worker, "wake", None)  # a consumer blocked in an idle read
+        if wake is not None:
+            wake()
 
     def join(self, timeout: float | None) -> bool:
         """Wait for the thread to end; ``True`` when it has."""

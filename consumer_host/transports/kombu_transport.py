@@ -29,6 +29,7 @@ from consumer_host.redaction import redact_url
 
 from . import amqp_frames
 from .amqp_acks import AckLedger
+from .amqp_idle import IdleWait
 from .amqp_keeper import Keeper
 from .amqp_nodes import NodeRotation
 from .base import QueueSpec
@@ -86,6 +87,7 @@ class KombuTransport:
         self._max_ack_delay = max_ack_delay
         self._ack_batch = max(1, spec.prefetch // 2)
         self._ledger = AckLedger()
+        self._idle = IdleWait(self._heartbeat) if self.is_amqp else None  # see amqp_idle
         self._guard = Guard(self._io, url, spec.queue, lambda: self._conn)
         # A cluster's failover URL: each connect tries its nodes in turn (amqp_nodes).
         self._nodes = NodeRotation(url, clock=clock)
@@ -222,6 +224,14 @@ class KombuTransport:
         with suppress(Exception):
             conn.collect()
 
+    @property
+    def can_wake(self) -> bool:
+        return self._idle is not None
+
+    def wake(self) -> None:
+        if self._idle is not None:
+            self._idle.wake()
+
     def discard(self) -> None:
         """Drop a connection that failed, without a word to the broker: a black-holed
         connection would never answer a polite close."""
@@ -272,9 +282,11 @@ class KombuTransport:
                     self._flush_acks()
                 else:
                     timeout = min(timeout, due)
-            if len(buffer) < limit:
+            idle = self._idle  # wait for the socket or a wake first, see amqp_idle
+            drain = timeout if buffer or not idle else idle.wait(conn.connection, timeout)
+            if len(buffer) < limit and drain is not None:
                 with suppress(TimeoutError):
-                    conn.drain_events(timeout=0 if buffer else timeout)
+                    conn.drain_events(timeout=0 if buffer else drain)
                     # What else has already arrived comes in the same call: a burst makes one
                     # trip through the consumer loop and one hand-off to its handlers.
                     for _ in range(limit - len(buffer)):

@@ -31,7 +31,12 @@ def client_options(connect_timeout: float, socket_timeout: float) -> dict[str, A
 
 
 def build_client(
-    url: str, *, connect_timeout: float, socket_timeout: float, client_name: str | None = None
+    url: str,
+    *,
+    connect_timeout: float,
+    socket_timeout: float,
+    client_name: str | None = None,
+    **extra: Any,
 ) -> redis.Redis:
     """A client for ``url`` (any of the four schemes and three topologies).
 
@@ -42,6 +47,7 @@ def build_client(
     options = client_options(connect_timeout, socket_timeout)
     if client_name is not None:
         options["client_name"] = client_name
+    options.update(extra)
     if parsed.tls:
         options["ssl_cert_reqs"] = "required"  # a ?ssl_cert_reqs=none in the URL still wins
     if parsed.topology == "single":

@@ -50,7 +50,12 @@ def consumer_id(instance: str) -> str:
 
 
 def make_client(
-    url: str, *, connect_timeout: float, socket_timeout: float, instance: str = "client"
+    url: str,
+    *,
+    connect_timeout: float,
+    socket_timeout: float,
+    instance: str = "client",
+    **extra: Any,
 ) -> redis.Redis:
     """A client that never retries behind our back, with TLS verified for ``rediss://``; for a
     Sentinel set or a Redis Cluster when the URL says so (see ``redis_clients``).
@@ -66,6 +71,7 @@ def make_client(
             connect_timeout=connect_timeout,
             socket_timeout=socket_timeout,
             client_name=connection_name(instance),
+            **extra,
         )
     except (redis_errors.RedisClusterException, *_UNAVAILABLE) as exc:
         # A cluster client reads the slot map as it is made: no seed answering is a broker
@@ -152,6 +158,10 @@ class Cadence:
 
     def now(self) -> None:
         self._due = self._clock.now()
+
+    def remaining(self) -> float:
+        """Seconds until the chore is due (0 when it is): how long a read may block."""
+        return max(0.0, self._due - self._clock.now())
 
 
 class RedisProducer:

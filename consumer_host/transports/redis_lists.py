@@ -39,8 +39,8 @@ from consumer_host.redaction import redact_url
 
 from . import redis_scripts as scripts
 from .base import Place, QueueSpec
+from .redis_chores import shared_cadence
 from .redis_common import (
-    Cadence,
     consumer_id,
     make_client,
     refused,
@@ -49,19 +49,22 @@ from .redis_common import (
 from .redis_envelope import copy_envelope, read_envelope
 from .redis_keys import cluster_spec, own_prefix
 from .redis_producers import RedisListProducer
+from .redis_urls import parse_redis_url
+from .redis_wake import IDLE_WAIT, BlockingReader
 from .suspects import SlowStart
 
 __all__ = ["RedisListProducer", "RedisListTransport"]
 
 #: Due retries are looked for at least this often, in case another consumer that scheduled an
-#: earlier one died before moving it.
-_PROMOTE_AT_LEAST_EVERY = 2.0
+#: earlier one died before moving it (as often as an idle read wakes: each of a pool looks).
+_PROMOTE_AT_LEAST_EVERY = IDLE_WAIT
 
 
 class RedisListTransport:
     """One redis-py client per consumer instance, plus a keeper thread for the alive key."""
 
     delays_retries = True
+    can_wake = True  # see redis_wake
 
     def __init__(
         self,
@@ -93,12 +96,16 @@ class RedisListTransport:
         self.presumed_dead = 0
         """How often this consumer came back from a stall to find it had been swept."""
         self._redis: redis.Redis | None = None
+        self._reader: BlockingReader | None = None  # blocking reads, on their own connection
+        # A woken read needs a known CLIENT ID on one node: Sentinel and cluster reads poll.
+        self.can_wake = parse_redis_url(url).topology == "single"
         self._ready = False
         self._connected_before = False
         self._consuming = False
         self._slow = SlowStart(spec.prefetch, clock)
-        self._promotion = Cadence(clock, _PROMOTE_AT_LEAST_EVERY, jitter=0.25)
-        self._sweep = Cadence(clock, recover_interval)
+        queue = spec.queue  # one per queue per process, see redis_chores
+        self._promotion = shared_cadence(clock, url, f"promote:{queue}", _PROMOTE_AT_LEAST_EVERY)
+        self._sweep = shared_cadence(clock, url, f"sweep:{queue}", recover_interval)
         self._registered_at = clock.now()
         self._keeper_stop = threading.Event()
         self._idle = threading.Event()  # never set: a wait on it only times out
@@ -138,6 +145,15 @@ class RedisListTransport:
             mode = "as-is" if self._connected_before else "count"
             self._recover_own(keys=[self.keys_processing, self.spec.queue], args=[mode])
             self._connected_before = True
+            self._reader = (
+                None
+                if not self.can_wake
+                else BlockingReader(
+                    self.url,
+                    connect_timeout=self._connect_timeout,
+                    socket_timeout=self._socket_timeout,
+                )
+            )
             self._ready = True
         self._keeper_stop = threading.Event()
         threading.Thread(
@@ -180,9 +196,20 @@ class RedisListTransport:
     def stop_consuming(self) -> None:
         self._consuming = False
 
+    def wake(self) -> None:
+        """End an idle read now (a stop or a pause is waiting); from any thread."""
+        if (reader := self._reader) is not None:
+            reader.wake()
+
+    def _close_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
     def discard(self) -> None:
         """Drop a broken connection; what we held comes back through recovery."""
         self._keeper_stop.set()
+        self._close_reader()
         client, self._redis = self._redis, None
         self._consuming = False
         self._slow.forget()
@@ -191,6 +218,7 @@ class RedisListTransport:
 
     def close(self) -> None:
         self._keeper_stop.set()
+        self._close_reader()
         client, self._redis = self._redis, None
         self._consuming = False
         self._slow.forget()
@@ -232,10 +260,18 @@ class RedisListTransport:
                 # this thread can do; wait as a read that found nothing would.
                 self._clock.wait(self._idle, timeout)
                 return []
+            reader = self._reader
+            timeout = min(
+                timeout, self._promotion.remaining(), reader.longest if reader else timeout
+            )
+            if timeout > 0 and reader is not None and reader.woken():
+                return []
+            source, target = self.spec.queue, self.keys_processing
+            blocking = client if reader is None else reader.client  # no reader on a cluster
             raw = (
-                client.blmove(self.spec.queue, self.keys_processing, timeout, "RIGHT", "LEFT")  # type: ignore[arg-type]
+                blocking.blmove(source, target, timeout, "RIGHT", "LEFT")  # type: ignore[arg-type]
                 if timeout > 0
-                else client.lmove(self.spec.queue, self.keys_processing, "RIGHT", "LEFT")
+                else client.lmove(source, target, "RIGHT", "LEFT")
             )
             if raw is None:
                 return []

@@ -39,6 +39,7 @@ from consumer_host.message import Delivery
 
 from . import redis_scripts as scripts
 from .base import Place, QueueSpec
+from .redis_chores import shared_cadence
 from .redis_common import (
     Cadence,
     consumer_id,
@@ -52,11 +53,13 @@ from .redis_producers import StreamsProducer
 from .redis_stream_acks import StreamAcks
 from .redis_stream_entries import entry_fields, plain_url, read_entry
 from .redis_stream_upkeep import forget_stale_consumers, trim
+from .redis_urls import parse_redis_url
+from .redis_wake import IDLE_WAIT, BlockingReader
 from .suspects import SlowStart
 
 __all__ = ["RedisStreamsTransport", "StreamsProducer", "entry_fields", "plain_url"]
 
-_PROMOTE_AT_LEAST_EVERY = 2.0
+_PROMOTE_AT_LEAST_EVERY = IDLE_WAIT
 _TRIM_EVERY = 10.0
 
 
@@ -64,6 +67,7 @@ class RedisStreamsTransport:
     """One redis-py client per consumer instance, owned by its thread."""
 
     delays_retries = True
+    can_wake = True  # see redis_wake
 
     def __init__(
         self,
@@ -89,13 +93,18 @@ class RedisStreamsTransport:
         self.keys_prefix = own_prefix(url, spec.queue)
         self.keys_delayed = f"{self.keys_prefix}delayed"
         self._redis: redis.Redis | None = None
+        self._reader: BlockingReader | None = None  # blocking reads, on their own connection
+        # A woken read needs a known CLIENT ID on one node: Sentinel and cluster reads poll.
+        self.can_wake = parse_redis_url(url).topology == "single"
         self._consuming = False
         self._acks = StreamAcks(spec.queue, self.group, clock)
         self._slow = SlowStart(spec.prefetch, clock)
         self._claimed: set[bytes] = set()
         self._claims = Cadence(clock, max(0.5, claim_after / 4))
-        self._promotion = Cadence(clock, _PROMOTE_AT_LEAST_EVERY, jitter=0.25)
+        queue = f"{spec.queue}:{self.group}"  # one per queue per process, see redis_chores
+        self._promotion = shared_cadence(clock, url, f"promote:{queue}", _PROMOTE_AT_LEAST_EVERY)
         self._trims = Cadence(clock, _TRIM_EVERY)
+        self._forgets = shared_cadence(clock, url, f"forget:{queue}", _TRIM_EVERY)
         self._claim_cursor = "0-0"
         self._idle = threading.Event()  # never set: a wait on it only times out
 
@@ -114,6 +123,15 @@ class RedisStreamsTransport:
             self._ensure_group(client, self.spec.queue, self.group)
             self._promote = client.register_script(scripts.STREAM_PROMOTE_DUE)
             self._settle_copy = client.register_script(scripts.STREAM_SETTLE_COPY)
+            self._reader = (
+                None
+                if not self.can_wake
+                else BlockingReader(
+                    plain_url(self.url),
+                    connect_timeout=self._connect_timeout,
+                    socket_timeout=self._socket_timeout,
+                )
+            )
         self._claims.now()
         self._acks.start_flusher(client, f"acks:{self.consumer}")
 
@@ -154,8 +172,16 @@ class RedisStreamsTransport:
                     client.xgroup_delconsumer(self.spec.queue, self.group, self.consumer)
         self.discard()
 
+    def wake(self) -> None:
+        """End an idle read now (a stop or a pause is waiting); from any thread."""
+        if (reader := self._reader) is not None:
+            reader.wake()
+
     def discard(self) -> None:
         self._acks.stop_flusher()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         client, self._redis = self._redis, None
         self._consuming = False
         self._slow.forget()  # finished acks are kept: the next connection sends them
@@ -186,7 +212,12 @@ class RedisStreamsTransport:
             claimed = self._claim(client)
             if claimed:
                 return self._handed_out(claimed)
-            reply: Any = client.xreadgroup(
+            reader = self._reader
+            timeout = min(timeout, self._promotion.remaining(), self._claims.remaining())
+            timeout = min(timeout, reader.longest) if reader else timeout
+            if timeout and reader is not None and reader.woken():
+                return []
+            reply: Any = (reader.client if timeout and reader is not None else client).xreadgroup(
                 self.group,
                 self.consumer,
                 {self.spec.queue: ">"},
@@ -243,10 +274,10 @@ class RedisStreamsTransport:
             )
             if next_due is not None:
                 self._promotion.at(self._clock.now() + float(next_due) - self._clock.wall())
-        if self._trims.due():
-            if self._acks.sent:
-                self._acks.sent = False
-                self._trim(client)
+        if self._trims.due() and self._acks.sent:
+            self._acks.sent = False
+            self._trim(client)
+        if self._forgets.due():
             forget_stale_consumers(
                 client, self.spec.queue, self.group, keep=self.consumer, idle=self.claim_after * 2
             )

@@ -1,0 +1,29 @@
+"""How long an idle consumer may wait for a message in one read.
+
+``poll_interval`` bounds how late an idle consumer notices a stop or a pause. A transport that
+can be woken (its ``can_wake`` is true; a stop or a pause calls its ``wake()``) does not need
+that bound, so its idle reads last :data:`WOKEN_IDLE_WAIT` at least: hundreds of idle
+consumers then wake a few times a second in all, not hundreds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The longest idle read of a transport that can be woken (kept equal to redis_wake.IDLE_WAIT;
+#: consuming/ may not import transports/ modules other than base).
+WOKEN_IDLE_WAIT = 5.0
+
+
+def idle_wait(transport: Any, poll_interval: float) -> float:
+    """``poll_interval``, or longer when ``transport`` can be woken."""
+    if not getattr(transport, "can_wake", False):
+        return poll_interval
+    return max(poll_interval, WOKEN_IDLE_WAIT)
+
+
+def wake(transport: Any) -> None:
+    """End ``transport``'s idle read now, if it can; from any thread."""
+    wake = getattr(transport, "wake", None)
+    if wake is not None:
+        wake()
