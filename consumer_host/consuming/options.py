@@ -76,8 +76,10 @@ class ConsumerOptions:
     )
     partition_by: Callable[[Any], Any] | None = _option(
         None,
-        "`fn(message) -> key`: messages with the same key never run at the same time and keep "
-        "their order within an instance",
+        "`fn(message) -> key`: messages with the same key never run at the same time, and first "
+        "attempts run in the order they were fetched within an instance; a **retried** message "
+        "comes back after the key's later messages (it waits in the broker, not in the key's "
+        "lane), so with retries order per key is not kept (see below)",
         (lambda v: v is None or callable(v), "callable"),
     )
     max_retries: int = _option(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-#: The longest idle read of a transport that can be woken (kept equal to redis_wake.IDLE_WAIT;
+#: The longest idle read of a transport that can be woken (kept equal to base.IDLE_WAIT;
 #: consuming/ may not import transports/ modules other than base).
 WOKEN_IDLE_WAIT = 5.0
 

@@ -4,7 +4,7 @@ An idle consumer used to wait in ``drain_events(timeout=poll_interval)``: half a
 it noticed a stop soon; a few hundred idle consumers woke hundreds of times a second for
 nothing. Here an idle fetch first waits (``poll``) for its socket to become readable or for a
 byte on a wake socket that :meth:`IdleWait.wake` writes from any thread, for up to
-:data:`~consumer_host.transports.redis_wake.IDLE_WAIT` (and a quarter of the heartbeat, so a
+:data:`~consumer_host.transports.base.IDLE_WAIT` (and a quarter of the heartbeat, so a
 dead link is still noticed about as soon as before). A wake written before the wait starts
 stays in the socket, so none is lost.
 """
@@ -17,7 +17,7 @@ import threading
 from contextlib import suppress
 from typing import Any
 
-from .redis_wake import IDLE_WAIT
+from .base import IDLE_WAIT
 
 #: How long a read may block once the socket is readable (see :meth:`IdleWait.wait`).
 _DRAIN = 0.05

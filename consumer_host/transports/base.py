@@ -145,3 +145,7 @@ class Place:
 
     def __format__(self, spec: str) -> str:
         return f"{self.action} {redact_url(self.url)} queue {self.queue!r}"
+
+
+#: How long an idle consumer blocks in one read when a wake can end the read sooner.
+IDLE_WAIT = 5.0

@@ -14,7 +14,6 @@ from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -85,6 +84,10 @@ def _sentinel_client(parsed: RedisUrl, options: dict[str, Any]) -> redis.Redis:
 
 
 def _cluster_client(parsed: RedisUrl, options: dict[str, Any]) -> redis.Redis:
+    # Imported here: redis.cluster imports OpenTelemetry when it is installed, which a host
+    # without a cluster URL must not pay for (tests/test_otel.py).
+    from redis.cluster import ClusterNode, RedisCluster
+
     seeds = [ClusterNode(host, port) for host, port in parsed.nodes]  # type: ignore[no-untyped-call]
     cluster = RedisCluster(
         startup_nodes=seeds,

@@ -38,7 +38,7 @@ from consumer_host.message import Delivery
 from consumer_host.redaction import redact_url
 
 from . import redis_scripts as scripts
-from .base import Place, QueueSpec
+from .base import IDLE_WAIT, Place, QueueSpec
 from .redis_chores import shared_cadence
 from .redis_common import (
     consumer_id,
@@ -50,7 +50,7 @@ from .redis_envelope import copy_envelope, read_envelope
 from .redis_keys import cluster_spec, own_prefix
 from .redis_producers import RedisListProducer
 from .redis_urls import parse_redis_url
-from .redis_wake import IDLE_WAIT, BlockingReader
+from .redis_wake import BlockingReader
 from .suspects import SlowStart
 
 __all__ = ["RedisListProducer", "RedisListTransport"]

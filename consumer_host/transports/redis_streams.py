@@ -38,7 +38,7 @@ from consumer_host.errors import BrokerUnavailable
 from consumer_host.message import Delivery
 
 from . import redis_scripts as scripts
-from .base import Place, QueueSpec
+from .base import IDLE_WAIT, Place, QueueSpec
 from .redis_chores import shared_cadence
 from .redis_common import (
     Cadence,
@@ -54,7 +54,7 @@ from .redis_stream_acks import StreamAcks
 from .redis_stream_entries import entry_fields, plain_url, read_entry
 from .redis_stream_upkeep import forget_stale_consumers, trim
 from .redis_urls import parse_redis_url
-from .redis_wake import IDLE_WAIT, BlockingReader
+from .redis_wake import BlockingReader
 from .suspects import SlowStart
 
 __all__ = ["RedisStreamsTransport", "StreamsProducer", "entry_fields", "plain_url"]

@@ -25,9 +25,6 @@ from redis import exceptions as redis_errors
 
 from .redis_common import make_client
 
-#: How long an idle consumer blocks in one read when a wake can end the read sooner.
-IDLE_WAIT = 5.0
-
 #: How long the side thread keeps unblocking a reader whose flag is still set.
 _RETRY_FOR = 1.0
 _RETRY_EVERY = 0.02
