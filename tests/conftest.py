@@ -8,6 +8,7 @@ import pytest
 import structlog
 
 from .brokers import broker_tool
+from .parents import Parent
 
 
 @pytest.fixture(autouse=True)
@@ -53,3 +54,12 @@ def pytest_collection_modifyitems(items):
         kinds = {callspec.params.get(name) for name in ("broker", "real_broker", "celery_broker")}
         if kinds & {"amqp", "redis", "streams"}:
             item.add_marker(pytest.mark.broker)
+
+
+@pytest.fixture
+def parents():
+    """``consumer-host run`` parents a test started; killed at its end if still running."""
+    started: list[Parent] = []
+    yield started
+    for parent in started:
+        parent.kill()

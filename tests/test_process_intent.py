@@ -21,7 +21,7 @@ from consumer_host.supervision.events import HostStarted
 
 from .brokers import AMQP_URL, STREAMS_URL, broker_tool, unique_queue
 from .helpers import cli, wait_until
-from .test_processes import APP, Parent, get, ledger_ids, publish
+from .parents import APP, Parent, get, ledger_ids, publish
 
 TOKEN = "intent-test-token"  # noqa: S105 - a test's own control token
 
@@ -29,14 +29,6 @@ TOKEN = "intent-test-token"  # noqa: S105 - a test's own control token
 @pytest.fixture(params=["amqp", "streams"])
 def tool(request):
     yield from broker_tool(request.param)
-
-
-@pytest.fixture
-def parents():
-    started: list[Parent] = []
-    yield started
-    for parent in started:
-        parent.kill()
 
 
 def env_for(tool, queue: str, ledger: Path, **extra: str) -> dict[str, str]:

@@ -14,15 +14,7 @@ import pytest
 
 from .brokers import unique_queue
 from .helpers import wait_until
-from .test_processes import APP, APPS, Parent, alive, app_env, child_pids, get, publish
-
-
-@pytest.fixture
-def parents():
-    started: list[Parent] = []
-    yield started
-    for parent in started:
-        parent.kill()
+from .parents import APP, APPS, Parent, alive, app_env, child_pids, get, publish
 
 
 def test_children_are_gone_within_a_second_of_a_sigkilled_parent(parents):
