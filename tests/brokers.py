@@ -287,26 +287,20 @@ class BrokerTool:
                 conn.channel().queue_delete(name)
 
 
+def rabbitmqctl(*args: str, check: bool = False) -> str:
+    """What ``rabbitmqctl -q ARGS`` printed (the machine's own RabbitMQ)."""
+    return subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=check
+    ).stdout
+
+
 def rabbit_queues() -> list[str]:
-    result = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "name"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    output = rabbitmqctl("list_queues", "name")
+    return [line.strip() for line in output.splitlines() if line.strip()]
 
 
 def rabbit_unacked(queue: str) -> int:
-    result = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "name", "messages_unacknowledged"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    for line in result.stdout.splitlines():
+    for line in rabbitmqctl("list_queues", "name", "messages_unacknowledged").splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[0] == queue:
             return int(parts[1])
@@ -325,16 +319,10 @@ def drop_connections(kind: str, pids: tuple[int, ...] = ()) -> int:
     and whatever else runs on the machine. Returns how many were closed."""
     prefixes = tuple(own_connection_prefix(pid) for pid in pids or (os.getpid(),))
     if kind == "amqp":
-        listed = subprocess.run(
-            ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+        listed = rabbitmqctl("list_connections", "pid", "client_properties", check=True)
         ours = [
             line.split("\t", 1)[0]
-            for line in listed.stdout.splitlines()
+            for line in listed.splitlines()
             if any(f'{{"connection_name","{prefix}' in line for prefix in prefixes)
         ]
         closers = [
