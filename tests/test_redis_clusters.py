@@ -19,7 +19,7 @@ from consumer_host.supervision.breaker import BreakerState, CircuitBreaker
 from consumer_host.testing import FakeClock
 from consumer_host.transports.base import QueueSpec
 from consumer_host.transports.broker import validate_url
-from consumer_host.transports.redis_clients import build_client
+from consumer_host.transports.redis_clients import build_client, serving_node
 from consumer_host.transports.redis_common import translated
 from consumer_host.transports.redis_keys import cluster_spec, dead_letter_key, own_prefix
 from consumer_host.transports.redis_urls import parse_redis_url
@@ -232,3 +232,35 @@ def test_the_cli_refuses_a_bad_cluster_url_in_one_line():
 def test_broker_validation_accepts_every_redis_form():
     for url in (SENTINEL, "rediss+streams://c1:7001,c2:7002/0?cluster=true", "redis://h/0"):
         assert validate_url(url) == url
+
+
+class _Primary:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+
+    def get_master_address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+
+class _SentinelClient:
+    def __init__(self) -> None:
+        self.connection_pool = _Primary("10.0.0.2", 6402)
+
+
+class _ClusterClient:
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def get_node_from_key(self, key: str) -> _Primary:
+        self.asked.append(key)
+        return _Primary("10.0.0.3", 7003 if key_slot(key.encode()) > 8000 else 7001)
+
+
+def test_the_serving_node_is_the_primary_that_holds_the_queue():
+    assert serving_node(object(), "redis://127.0.0.1:6379/0", "orders") is None  # type: ignore[arg-type]
+    sentinel = "redis://s1:26401,s2:26402/0?sentinel=mymaster"
+    assert serving_node(_SentinelClient(), sentinel, "orders") == "10.0.0.2:6402"  # type: ignore[arg-type]
+    cluster, queue = _ClusterClient(), "{orders}"
+    expected = 7003 if key_slot(b"{orders}") > 8000 else 7001
+    assert serving_node(cluster, "redis://c1:7001?cluster=true", queue) == f"10.0.0.3:{expected}"  # type: ignore[arg-type]
+    assert cluster.asked == [queue]

@@ -98,3 +98,20 @@ def _cluster_client(parsed: RedisUrl, options: dict[str, Any]) -> redis.Redis:
         **options,
     )
     return cast(redis.Redis, cluster)
+
+
+def serving_node(client: redis.Redis, url: str, key: str) -> str | None:
+    """``HOST:PORT`` of the primary that holds ``key`` (for ``/status`` and the logs): asked
+    of the sentinels, or read from the cluster client's slot map; ``None`` on one node.
+
+    Read once per connect: a failover ends the connection, and the reconnect reads it again.
+    """
+    topology = parse_redis_url(url).topology
+    if topology == "single":
+        return None
+    if topology == "sentinel":
+        host, port = client.connection_pool.get_master_address()  # type: ignore[attr-defined]
+    else:
+        node = client.get_node_from_key(key)  # type: ignore[attr-defined]
+        host, port = node.host, node.port
+    return f"{host}:{port}"

@@ -40,6 +40,7 @@ from consumer_host.redaction import redact_url
 from . import redis_scripts as scripts
 from .base import IDLE_WAIT, Place, QueueSpec
 from .redis_chores import shared_cadence
+from .redis_clients import serving_node
 from .redis_common import (
     consumer_id,
     make_client,
@@ -96,6 +97,8 @@ class RedisListTransport:
         self.presumed_dead = 0
         """How often this consumer came back from a stall to find it had been swept."""
         self._redis: redis.Redis | None = None
+        self.node: str | None = None
+        """The primary serving the queue (Sentinel, cluster), for ``/status``; else ``None``."""
         self._reader: BlockingReader | None = None  # blocking reads, on their own connection
         # A woken read needs a known CLIENT ID on one node: Sentinel and cluster reads poll.
         self.can_wake = parse_redis_url(url).topology == "single"
@@ -154,6 +157,7 @@ class RedisListTransport:
                     socket_timeout=self._socket_timeout,
                 )
             )
+            self.node = serving_node(client, self.url, self.spec.queue)
             self._ready = True
         self._keeper_stop = threading.Event()
         threading.Thread(

@@ -40,6 +40,7 @@ from consumer_host.message import Delivery
 from . import redis_scripts as scripts
 from .base import IDLE_WAIT, Place, QueueSpec
 from .redis_chores import shared_cadence
+from .redis_clients import serving_node
 from .redis_common import (
     Cadence,
     consumer_id,
@@ -93,6 +94,8 @@ class RedisStreamsTransport:
         self.keys_prefix = own_prefix(url, spec.queue)
         self.keys_delayed = f"{self.keys_prefix}delayed"
         self._redis: redis.Redis | None = None
+        self.node: str | None = None
+        """The primary serving the stream (Sentinel, cluster), for ``/status``; else ``None``."""
         self._reader: BlockingReader | None = None  # blocking reads, on their own connection
         # A woken read needs a known CLIENT ID on one node: Sentinel and cluster reads poll.
         self.can_wake = parse_redis_url(url).topology == "single"
@@ -123,6 +126,7 @@ class RedisStreamsTransport:
             self._ensure_group(client, self.spec.queue, self.group)
             self._promote = client.register_script(scripts.STREAM_PROMOTE_DUE)
             self._settle_copy = client.register_script(scripts.STREAM_SETTLE_COPY)
+            self.node = serving_node(client, self.url, self.spec.queue)
             self._reader = (
                 None
                 if not self.can_wake
