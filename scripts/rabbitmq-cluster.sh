@@ -34,7 +34,8 @@ node_env() {
     RABBITMQ_MNESIA_BASE="$CLUSTER_DIR/mnesia" \
     RABBITMQ_LOG_BASE="$CLUSTER_DIR/log" \
     RABBITMQ_PID_FILE="$CLUSTER_DIR/chcl$n.pid" \
-    ERL_EPMD_ADDRESS=127.0.0.1
+    ERL_EPMD_ADDRESS=127.0.0.1 \
+    ERL_CRASH_DUMP="$CLUSTER_DIR/log/erl_crash.dump"
 }
 
 in_env() {
