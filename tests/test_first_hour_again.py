@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from consumer_host import __version__
+from consumer_host.cli.config import load_app
 
 from .helpers import cli, wait_until
 from .test_cli import free_port, start, wait_for_line
@@ -86,6 +87,22 @@ def test_minus_v_prints_the_version():
 def test_run_of_a_directory_or_a_relative_module_is_one_line(app, tmp_path):
     line = one_line_error(cli("run", app, cwd=tmp_path))
     assert "path/to/app.py" in line
+
+
+def test_dotted_paths_and_a_package_here_still_load(tmp_path, monkeypatch):
+    source = (
+        "from consumer_host import Host\nhost = Host('t')\nhost.worker('w')(lambda stop: None)\n"
+    )
+    (tmp_path / "app.py").write_text(source)
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text(source)
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_app("../app.py").name == "t"
+    monkeypatch.chdir(tmp_path)
+    for spec in ("./app.py", "pkg:host", "pkg"):
+        assert load_app(spec).name == "t", spec
 
 
 def test_publish_without_body_reads_stdin_and_refuses_an_empty_one():

@@ -71,13 +71,16 @@ def load_app(spec: str) -> Host:
 
 
 def _refuse_unloadable(spec: str, target: str) -> None:
-    """``run .`` and ``run .app``: one line saying what to give instead of an import error."""
-    if Path(target).is_dir() and not target.endswith(".py"):
+    """``run .`` and ``run .app``: one line saying what to give instead of an import error
+    (``run ./app.py`` and ``run pkg:host`` with ``pkg/`` here are fine)."""
+    is_path = target.endswith(".py") or os.sep in target
+    is_package = (Path(target) / "__init__.py").is_file() and not is_path
+    if Path(target).is_dir() and not target.endswith(".py") and not is_package:
         raise ConfigError(
             f"APP {spec!r} is a directory: name the app's file (path/to/app.py) or its module "
             "(package.module:host)"
         )
-    if target.startswith("."):
+    if target.startswith(".") and not is_path:
         raise ConfigError(
             f"APP {spec!r}: a relative module name cannot be imported; name it from the "
             "project's root (package.module:host) or give the file (path/to/app.py)"
