@@ -14,6 +14,7 @@ from redis.sentinel import MasterNotFoundError, SentinelConnectionPool
 
 from consumer_host import BrokerFailingOver, BrokerRefused, BrokerUnavailable, ConfigError
 from consumer_host.consuming.connection import BrokerLink
+from consumer_host.consuming.failover_pace import FailoverPace
 from consumer_host.supervision.backoff import BackoffPolicy
 from consumer_host.supervision.breaker import BreakerState, CircuitBreaker
 from consumer_host.testing import FakeClock
@@ -21,11 +22,13 @@ from consumer_host.transports.base import QueueSpec
 from consumer_host.transports.broker import validate_url
 from consumer_host.transports.redis_clients import build_client, serving_node
 from consumer_host.transports.redis_common import translated
+from consumer_host.transports.redis_failover import is_replicated
 from consumer_host.transports.redis_keys import cluster_spec, dead_letter_key, own_prefix
 from consumer_host.transports.redis_urls import parse_redis_url
 from tests.fakes import FakeTransport
 from tests.helpers import cli
 
+CLUSTER = "redis://127.0.0.1:7001,127.0.0.1:7002/0?cluster=true"
 SENTINEL = "redis://:s3cret@127.0.0.1:26401,127.0.0.1:26402,[::1]:26403/2?sentinel=chmain"
 
 
@@ -264,3 +267,49 @@ def test_the_serving_node_is_the_primary_that_holds_the_queue():
     expected = 7003 if key_slot(b"{orders}") > 8000 else 7001
     assert serving_node(cluster, "redis://c1:7001?cluster=true", queue) == f"10.0.0.3:{expected}"  # type: ignore[arg-type]
     assert cluster.asked == [queue]
+
+
+def test_a_dead_letter_key_outside_the_queues_slot_is_refused_on_a_cluster():
+    spec = QueueSpec(queue="orders", dead_letter="orders-failed")
+    with pytest.raises(ConfigError, match=r"\{orders\}\.failed"):
+        cluster_spec("redis://c1:7001?cluster=true", spec)
+    tagged = QueueSpec(queue="orders", dead_letter="{orders}.failed")
+    assert cluster_spec("redis://c1:7001?cluster=true", tagged) == tagged
+    assert cluster_spec(SENTINEL, spec) == spec  # one keyspace: any name will do
+
+
+def test_a_cluster_clients_own_faults_are_outages_not_failovers():
+    cross_slot = redis_errors.RedisClusterException("all keys must map to the same key slot")
+    with pytest.raises(BrokerUnavailable) as caught, translated("read", CLUSTER, "q"):
+        raise cross_slot
+    assert not isinstance(caught.value, BrokerFailingOver)
+    assert not is_replicated("redis://h:6379/0?cluster=false")
+    assert is_replicated(CLUSTER)
+    assert is_replicated(SENTINEL)
+
+
+def test_a_failover_that_reconnects_and_fails_at_once_still_runs_out_of_grace():
+    clock = FakeClock()
+    pace = FailoverPace(clock)
+    failing = BrokerFailingOver("CLUSTERDOWN")
+    assert pace.delay(failing) == 0.25
+    for _ in range(31):  # connected, then the same error within the second, for 31 s
+        clock.advance(1.0)
+        pace.connected()
+        if pace.delay(failing) is None:
+            break
+    assert clock.now() == pytest.approx(31.0)
+    pace.connected()
+    clock.advance(5.0)  # a connection that held ends the failover: the next one starts afresh
+    assert pace.delay(failing) == 0.25
+
+
+def test_a_failover_during_a_half_open_probe_reports_back():
+    clock = FakeClock(auto_advance=True)
+    breaker = CircuitBreaker("redis", threshold=1, cooldown=15.0, clock=clock)
+    breaker.record_failure()
+    clock.advance(15.0)
+    assert breaker.allow()  # this consumer's probe
+    link = _link(FakeTransport(), clock, breaker)
+    link.lost(threading.Event(), BrokerFailingOver("CLUSTERDOWN"))
+    assert breaker.state is BreakerState.OPEN  # counted: the probe slot is free again

@@ -90,9 +90,12 @@ class BrokerLink:
         # On a RabbitMQ cluster the transport goes to its next node at once; only a round in
         # which no node answered counts against the circuit (transports.amqp_nodes). A Redis
         # failover is retried at its own pace, uncounted while it lasts (failover_pace).
+        # Only while the circuit is closed: a half-open circuit's probe must report back, or
+        # every consumer of the broker waits for it to go stale.
+        closed = self._breaker.state is BreakerState.CLOSED
         fail_over = getattr(self.transport, "fail_over", None)
-        delay = self.failover.delay(error)
-        if delay is None and fail_over is not None and fail_over():
+        delay = self.failover.delay(error) if closed else None
+        if delay is None and closed and fail_over is not None and fail_over():
             delay = 0.0
         if delay is None:
             self._breaker.record_failure()

@@ -21,6 +21,10 @@ from consumer_host.errors import BrokerError, BrokerFailingOver
 class FailoverPacing:
     interval: float = 0.25
     grace: float = 30.0
+    #: A connection that lasted this long ended the failover; a shorter one (connect, then the
+    #: same error) is the same failover going on, so a fault that only looks like one (a
+    #: command that always fails with a failover's error) still runs out of grace.
+    settled: float = 5.0
 
 
 class FailoverPace:
@@ -30,6 +34,7 @@ class FailoverPace:
         self._clock = clock
         self.pacing = pacing or FailoverPacing()
         self._since: float | None = None
+        self._connected_at: float | None = None
 
     def delay(self, error: BrokerError) -> float | None:
         """The pause before the next try when ``error`` is part of a failover still within its
@@ -37,6 +42,9 @@ class FailoverPace:
         if not isinstance(error, BrokerFailingOver):
             return None
         now = self._clock.now()
+        connected_at, self._connected_at = self._connected_at, None
+        if connected_at is not None and now - connected_at >= self.pacing.settled:
+            self._since = None  # the last failover ended in a connection that held
         if self._since is None:
             self._since = now
         if now - self._since > self.pacing.grace:
@@ -44,4 +52,4 @@ class FailoverPace:
         return self.pacing.interval
 
     def connected(self) -> None:
-        self._since = None
+        self._connected_at = self._clock.now()

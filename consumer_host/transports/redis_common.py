@@ -34,6 +34,9 @@ _UNAVAILABLE = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
     redis_errors.BusyLoadingError,
+    # A cluster client's own failures: no seed answering, a slot map it cannot read. Counted
+    # as any outage; only the ones FAILING_OVER names are a failover.
+    redis_errors.RedisClusterException,
     OSError,
 )
 
@@ -73,10 +76,13 @@ def make_client(
             client_name=connection_name(instance),
             **extra,
         )
-    except (redis_errors.RedisClusterException, *_UNAVAILABLE) as exc:
-        # A cluster client reads the slot map as it is made: no seed answering is a broker
-        # that is down (or failing over), said without secrets like every other.
-        raise BrokerFailingOver(f"cannot connect to {redact_url(url)}: {describe(exc)}") from exc
+    except _UNAVAILABLE as exc:
+        # A cluster client reads the slot map as it is made, a single-connection client
+        # connects: a broker that is down or failing over, said without secrets.
+        where = f"cannot connect to {redact_url(url)}: {describe(exc)}"
+        if failing_over(exc, replicated=is_replicated(url)):
+            raise BrokerFailingOver(where) from exc
+        raise BrokerUnavailable(where) from exc
 
 
 @contextmanager

@@ -11,10 +11,13 @@ at a fast pace without counting them against the broker circuit; see
 
 from __future__ import annotations
 
+import functools
 import re
 
 from redis import exceptions as redis_errors
 from redis.sentinel import MasterNotFoundError
+
+from .redis_urls import parse_redis_url
 
 FAILING_OVER: tuple[type[BaseException], ...] = (
     redis_errors.ReadOnlyError,
@@ -22,7 +25,8 @@ FAILING_OVER: tuple[type[BaseException], ...] = (
     redis_errors.ClusterDownError,  # also MasterDownError, its subclass
     redis_errors.BusyLoadingError,
     redis_errors.AskError,  # also MovedError, its subclass
-    redis_errors.RedisClusterException,  # no node reachable, slot not covered
+    redis_errors.ClusterError,  # redirected too often while the slot map changes
+    redis_errors.SlotNotCoveredError,  # no primary for the slot (yet)
     MasterNotFoundError,  # the sentinels know no primary (yet)
 )
 
@@ -43,7 +47,7 @@ def failing_over(exc: BaseException, *, replicated: bool) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=256)
 def is_replicated(url: str) -> bool:
-    """A Sentinel or cluster URL (cheap: the URL was parsed when its client was built)."""
-    _, _, query = url.partition("?")
-    return "sentinel=" in query or "cluster=" in query
+    """A Sentinel or cluster URL."""
+    return parse_redis_url(url).topology != "single"

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from redis.crc import key_slot
+
+from consumer_host.errors import ConfigError
+
 from .base import QueueSpec
 from .redis_urls import parse_redis_url
 
@@ -35,6 +39,13 @@ def dead_letter_key(url: str, queue: str, dead_letter: str) -> str:
 
 
 def cluster_spec(url: str, spec: QueueSpec) -> QueueSpec:
-    """``spec`` with the dead-letter key named for ``url``'s topology."""
+    """``spec`` with the dead-letter key named for ``url``'s topology. On a cluster a
+    dead-letter key outside the queue's slot is refused: every dead-letter copy would fail."""
     named = dead_letter_key(url, spec.queue, spec.dead_letter)
+    if on_cluster(url) and key_slot(named.encode()) != key_slot(spec.queue.encode()):
+        raise ConfigError(
+            f"queue {spec.queue!r}: on a Redis Cluster the dead-letter key must share the "
+            f"queue's slot; name it with the queue as hash tag, e.g. '{{{spec.queue}}}.failed' "
+            f"(got {spec.dead_letter!r})"
+        )
     return spec if named == spec.dead_letter else dataclasses.replace(spec, dead_letter=named)
