@@ -202,3 +202,28 @@ def test_every_start_is_announced(pool):
     wait_until(lambda: len(events.of(WorkerStarted)) == pool)
     host.stop(5)
     assert threading.active_count() < 50
+
+
+def test_a_failing_stop_hook_keeps_no_other_instance_running():
+    """``on_stop_requested`` (a consumer's wake) that raises: every instance still stops."""
+    host = Host("test")
+
+    class Stubborn:
+        name = "stubborn"
+
+        def run(self, stop: threading.Event) -> None:
+            stop.wait()
+
+        def on_stop_requested(self) -> None:
+            raise RuntimeError("cannot wake")
+
+    host.register(Stubborn())
+
+    @host.worker("plain")
+    def plain(stop):
+        stop.wait()
+
+    host.start()
+    host.stop(timeout=5)
+    assert host.wait(5)
+    assert [record["state"] for record in host.status()] == ["stopped", "stopped"]

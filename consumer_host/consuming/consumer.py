@@ -198,6 +198,10 @@ class Consumer:
         """End an idle wait now: a stop or a pause is waiting (see :mod:`.waking`)."""
         wake(self.transport)
 
+    def on_stop_requested(self) -> None:
+        """The supervisor's hook when it is asked to stop this consumer."""
+        self.wake()
+
     def intake_closed(self) -> bool:
         """Paused and no longer subscribed (or not connected): nothing new will arrive."""
         return self._paused.is_set() and not (self.connected and self.consuming)

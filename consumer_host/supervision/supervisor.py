@@ -174,9 +174,19 @@ class Supervisor:
 
     def request_stop(self) -> None:
         self.stop_event.set()
-        wake = getattr(self.worker, "wake", None)  # a consumer blocked in an idle read
-        if wake is not None:
-            wake()
+        # A consumer blocked in an idle read ends it now. Called for every supervisor in turn
+        # on stop: one that fails must not keep the others from being asked.
+        hook = getattr(self.worker, "on_stop_requested", None)
+        if hook is not None:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - the stop event is set; the idle wait just ends later
+                _log.warning(
+                    "stop_wake_failed",
+                    instance=self.instance,
+                    worker=self.registered,
+                    exc_info=True,
+                )
 
     def join(self, timeout: float | None) -> bool:
         """Wait for the thread to end; ``True`` when it has."""
