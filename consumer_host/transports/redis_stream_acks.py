@@ -69,7 +69,11 @@ class StreamAcks:
 
     def start_flusher(self, client: redis.Redis, name: str) -> None:
         self._flusher_stop = threading.Event()
-        self._pending.clear()  # stop_flusher() set it to wake the previous flusher
+        with self._lock:
+            # stop_flusher() set it to wake the previous flusher; ids kept across a reconnect
+            # (see _restore) are still pending for the new one.
+            if not self._ids:
+                self._pending.clear()
         threading.Thread(
             target=self._flush_when_due, args=(client, self._flusher_stop), name=name, daemon=True
         ).start()
