@@ -51,7 +51,7 @@ from .redis_envelope import copy_envelope, read_envelope
 from .redis_keys import cluster_spec, own_prefix
 from .redis_producers import RedisListProducer
 from .redis_urls import parse_redis_url
-from .redis_wake import BlockingReader
+from .redis_wake import BlockingReader, open_reader
 from .suspects import SlowStart
 
 __all__ = ["RedisListProducer", "RedisListTransport"]
@@ -65,7 +65,6 @@ class RedisListTransport:
     """One redis-py client per consumer instance, plus a keeper thread for the alive key."""
 
     delays_retries = True
-    can_wake = True  # see redis_wake
 
     def __init__(
         self,
@@ -100,8 +99,10 @@ class RedisListTransport:
         self.node: str | None = None
         """The primary serving the queue (Sentinel, cluster), for ``/status``; else ``None``."""
         self._reader: BlockingReader | None = None  # blocking reads, on their own connection
-        # A woken read needs a known CLIENT ID on one node: Sentinel and cluster reads poll.
-        self.can_wake = parse_redis_url(url).topology == "single"
+        # A woken read needs a known CLIENT ID on one node: Sentinel and cluster reads poll,
+        # as do reads where the server refuses CLIENT ID or UNBLOCK (see redis_wake).
+        self._wakeable = parse_redis_url(url).topology == "single"
+        self.can_wake = self._wakeable
         self._ready = False
         self._connected_before = False
         self._consuming = False
@@ -149,14 +150,15 @@ class RedisListTransport:
             self._recover_own(keys=[self.keys_processing, self.spec.queue], args=[mode])
             self._connected_before = True
             self._reader = (
-                None
-                if not self.can_wake
-                else BlockingReader(
+                open_reader(
                     self.url,
                     connect_timeout=self._connect_timeout,
                     socket_timeout=self._socket_timeout,
                 )
+                if self._wakeable
+                else None
             )
+            self.can_wake = self._reader is not None
             self.node = serving_node(client, self.url, self.spec.queue)
             self._ready = True
         self._keeper_stop = threading.Event()
@@ -215,6 +217,7 @@ class RedisListTransport:
         self._keeper_stop.set()
         self._close_reader()
         client, self._redis = self._redis, None
+        self.node = None
         self._consuming = False
         self._slow.forget()
         if client is not None:
@@ -224,6 +227,7 @@ class RedisListTransport:
         self._keeper_stop.set()
         self._close_reader()
         client, self._redis = self._redis, None
+        self.node = None
         self._consuming = False
         self._slow.forget()
         if client is None:

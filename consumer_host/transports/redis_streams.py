@@ -55,7 +55,7 @@ from .redis_stream_acks import StreamAcks
 from .redis_stream_entries import entry_fields, plain_url, read_entry
 from .redis_stream_upkeep import forget_stale_consumers, trim
 from .redis_urls import parse_redis_url
-from .redis_wake import BlockingReader
+from .redis_wake import BlockingReader, open_reader
 from .suspects import SlowStart
 
 __all__ = ["RedisStreamsTransport", "StreamsProducer", "entry_fields", "plain_url"]
@@ -68,7 +68,6 @@ class RedisStreamsTransport:
     """One redis-py client per consumer instance, owned by its thread."""
 
     delays_retries = True
-    can_wake = True  # see redis_wake
 
     def __init__(
         self,
@@ -97,8 +96,10 @@ class RedisStreamsTransport:
         self.node: str | None = None
         """The primary serving the stream (Sentinel, cluster), for ``/status``; else ``None``."""
         self._reader: BlockingReader | None = None  # blocking reads, on their own connection
-        # A woken read needs a known CLIENT ID on one node: Sentinel and cluster reads poll.
-        self.can_wake = parse_redis_url(url).topology == "single"
+        # A woken read needs a known CLIENT ID on one node: Sentinel and cluster reads poll,
+        # as do reads where the server refuses CLIENT ID or UNBLOCK (see redis_wake).
+        self._wakeable = parse_redis_url(url).topology == "single"
+        self.can_wake = self._wakeable
         self._consuming = False
         self._acks = StreamAcks(spec.queue, self.group, clock)
         self._slow = SlowStart(spec.prefetch, clock)
@@ -128,14 +129,15 @@ class RedisStreamsTransport:
             self._settle_copy = client.register_script(scripts.STREAM_SETTLE_COPY)
             self.node = serving_node(client, self.url, self.spec.queue)
             self._reader = (
-                None
-                if not self.can_wake
-                else BlockingReader(
+                open_reader(
                     plain_url(self.url),
                     connect_timeout=self._connect_timeout,
                     socket_timeout=self._socket_timeout,
                 )
+                if self._wakeable
+                else None
             )
+            self.can_wake = self._reader is not None
         self._claims.now()
         self._acks.start_flusher(client, f"acks:{self.consumer}")
 
@@ -187,6 +189,7 @@ class RedisStreamsTransport:
         if reader is not None:
             reader.close()
         client, self._redis = self._redis, None
+        self.node = None
         self._consuming = False
         self._slow.forget()  # finished acks are kept: the next connection sends them
         self._claimed.clear()

@@ -9,7 +9,11 @@ its own) send ``CLIENT UNBLOCK`` to it, which ends the read as a timeout would.
 
 A wake that comes just before the read starts would be lost, so it also sets a flag the read
 checks before blocking, and the side thread repeats the unblock while the flag stays set (the
-read clears it), for up to a second.
+read clears it), for up to a second, or until an unblock ended a read.
+
+A server that refuses ``CLIENT ID`` or ``CLIENT UNBLOCK`` to this user (an ACL without
+``@dangerous``, a managed Redis that renames ``CLIENT``) gets polled reads instead
+(:func:`open_reader` returns ``None``), as Sentinel and cluster URLs do.
 """
 
 from __future__ import annotations
@@ -21,9 +25,14 @@ from contextlib import suppress
 from typing import Any
 
 import redis
+import structlog
 from redis import exceptions as redis_errors
 
+from consumer_host.redaction import redact_url
+
 from .redis_common import make_client
+
+_log = structlog.get_logger("consumer_host.transport")
 
 #: How long the side thread keeps unblocking a reader whose flag is still set.
 _RETRY_FOR = 1.0
@@ -41,7 +50,12 @@ class BlockingReader:
             socket_timeout=socket_timeout,
             single_connection_client=True,
         )
-        self.id = int(self.client.client_id())
+        try:
+            self.id = int(self.client.client_id())
+            self.client.client_unblock(self.id)  # allowed? (0: we are not blocked)
+        except BaseException:
+            self.close()
+            raise
         #: The longest a read may block: a second inside the socket timeout, which is what
         #: notices a dead link (``heartbeat`` on Redis), so a quiet link is not taken for one.
         self.longest = max(0.05, socket_timeout - 1.0)
@@ -65,6 +79,23 @@ class BlockingReader:
     def close(self) -> None:
         with suppress(redis_errors.RedisError, OSError):
             self.client.close()
+
+
+def open_reader(
+    url: str, *, connect_timeout: float, socket_timeout: float
+) -> BlockingReader | None:
+    """A reader for woken reads on ``url``; ``None`` where the server refuses the commands a
+    wake needs (said once per URL): the caller polls, as on Sentinel and cluster URLs."""
+    try:
+        return BlockingReader(url, connect_timeout=connect_timeout, socket_timeout=socket_timeout)
+    except redis_errors.ResponseError as exc:  # NoPermissionError, an unknown command
+        if url not in _unwakeable:
+            _unwakeable.add(url)
+            _log.warning("redis_reads_polled", broker=redact_url(url), reason=str(exc))
+        return None
+
+
+_unwakeable: set[str] = set()
 
 
 class _Waker:
@@ -97,9 +128,15 @@ class _Waker:
             }
             pending = live
             if live:
-                self._send([reader.id for reader, _ in live.values()])
+                readers = [reader for reader, _ in live.values()]
+                unblocked = self._send([reader.id for reader in readers])
+                # A read that was ended needs no more; one not yet begun is tried again.
+                for reader, done in zip(readers, unblocked, strict=False):
+                    if done:
+                        pending.pop(id(reader), None)
 
-    def _send(self, ids: list[int]) -> None:
+    def _send(self, ids: list[int]) -> list[bool]:
+        """``CLIENT UNBLOCK`` each id; which of them were blocked (and are no more)."""
         try:
             client = self._client
             if client is None:
@@ -108,14 +145,15 @@ class _Waker:
             pipe: Any = client.pipeline(transaction=False)
             for client_id in ids:
                 pipe.client_unblock(client_id)
-            pipe.execute()
-        except (redis_errors.RedisError, OSError):
+            return [bool(result) for result in pipe.execute()]
+        except Exception:  # noqa: BLE001 - this thread serves every reader of the URL: it lives on
             # The next pass tries again on a new connection; a reader that is never woken
             # still ends its read within IDLE_WAIT.
             if self._client is not None:
                 with suppress(redis_errors.RedisError, OSError):
                     self._client.close()
             self._client = None
+            return []
 
 
 _wakers: dict[str, _Waker] = {}
