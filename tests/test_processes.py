@@ -317,6 +317,12 @@ def test_one_drain_deadline_for_every_child():
     assert deadline.at() == first == 10
 
 
+def test_a_late_child_is_killed_half_a_margin_after_its_share():
+    """It may end its own drain at its share (exit 3, its report logged) without being cut off."""
+    assert (DrainBudget(30).child, DrainBudget(30).kill_after) == (28.0, 29.0)
+    assert (DrainBudget(4).child, DrainBudget(4).kill_after) == (3.2, 3.6)
+
+
 def test_a_child_gets_the_users_flags_without_the_parents_own(monkeypatch):
     monkeypatch.setenv("CONSUMER_HOST_LOG_LEVEL", "debug")
     argv = [

@@ -123,7 +123,7 @@ def run_processes(
         def fatal(reason: str, code: int) -> None:
             parents[0].shutdown(reason, code)
 
-        deadline = DrainDeadline(budget.child)
+        deadline = DrainDeadline(budget.kill_after)
         token = os.environ.get(TOKEN_VARIABLE) or None
         intent = OperatorIntent()
         consumers = tuple(host.consumer_names())

@@ -2,9 +2,10 @@
 
 The user's ``--drain-timeout`` is the whole stop: what a platform allows between SIGTERM and
 SIGKILL (Heroku and Kubernetes' default grace: 30 s). The parent must be gone within it, so
-each child drains for a share of it, a margin less, and a child still draining at its share is
-SIGKILLed with time left for the parent to reap it and exit. Both log the same figure:
-``drain_timeout`` is the whole stop; a child adds ``process_drain_timeout``, its own share.
+each child drains for a share of it, a margin less, and a child still running half the margin
+after its share is SIGKILLed, with time left for the parent to reap it and exit. Both log the
+same figure: ``drain_timeout`` is the whole stop; a child adds ``process_drain_timeout``, its
+own share.
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ class DrainBudget:
     @property
     def child(self) -> float:
         return round(self.total - self.margin, 3)
+
+    @property
+    def kill_after(self) -> float:
+        """When a child still running is SIGKILLed: half the margin after its share, so a child
+        that ends its drain at its deadline (exit 3, its drain report written) is not cut off
+        while it closes."""
+        return round(self.child + self.margin / 2, 3)
 
     def child_env(self) -> dict[str, str]:
         return {BUDGET_ENV: repr(self.total)}

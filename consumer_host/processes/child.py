@@ -29,6 +29,7 @@ import structlog
 
 from consumer_host.clock import SYSTEM_CLOCK, Clock
 from consumer_host.errors import ConsumerHostError
+from consumer_host.hosting.lifecycle import EXIT_DRAIN_TIMEOUT
 
 from .health import fetch_json
 from .intent import OperatorIntent
@@ -242,7 +243,8 @@ class ChildProcess:
         killed_before = self.killed
         code = self._drain(deadline=self._clock.now() + self._deadline.timeout)
         self.recycles += 1
-        if code not in (0, -signal.SIGTERM) and self.killed == killed_before:
+        planned = (0, EXIT_DRAIN_TIMEOUT, -signal.SIGTERM)  # a drain past its share is no crash
+        if code not in planned and self.killed == killed_before:
             # Killed by someone else (the OOM killer, an operator) while it drained: a failure,
             # counted by the supervisor like any crash, not a planned recycle.
             _log.warning("process_exited", process=self.index, exit_code=code)
