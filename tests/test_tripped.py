@@ -104,3 +104,16 @@ def test_run_exit_on_trip_exits_1_naming_the_instance(tmp_path):
     stopping = [r for r in records if r["event"] == "host_stopping"]
     assert "worker 'broken' tripped and --exit-on-trip is set" in stopping[0]["reason"]
     assert "--exit-on-trip" in cli("run", "--help").stdout
+
+
+def test_exit_on_trip_under_processes_ends_the_parent_with_1(tmp_path):
+    """A child that exits 1 on the trip is not restarted: the whole host exits 1."""
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    result = cli(
+        "run", str(app), "--processes", "2", "--exit-on-trip", "--log-format", "json", timeout=90
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    parent_stops = [r for r in records if r["event"] == "host_stopping" and "process" not in r]
+    assert "--exit-on-trip is set" in parent_stops[-1]["reason"], parent_stops

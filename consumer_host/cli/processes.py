@@ -100,6 +100,7 @@ def run_processes(
     drain_timeout: float,
     health_port: int | None,
     health_host: str,
+    exit_on_trip: bool = False,
 ) -> int:
     """Start the parent with ``processes`` children; return its exit code."""
     if reload:
@@ -117,6 +118,7 @@ def run_processes(
             port_dir=port_dir,
             limits=limits,
             wait_for_change_on_exit=reload,
+            exit_on_trip=exit_on_trip,
         )
         parents: list[ProcessParent] = []
 

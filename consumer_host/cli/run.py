@@ -123,6 +123,7 @@ def run(
             drain_timeout=drain_timeout,
             health_port=health_port,
             health_host=health_host,
+            exit_on_trip=exit_on_trip,
         )
         sys.exit(code)
     become_child(host, os.environ)

@@ -29,7 +29,7 @@ import structlog
 
 from consumer_host.clock import SYSTEM_CLOCK, Clock
 from consumer_host.errors import ConsumerHostError
-from consumer_host.hosting.lifecycle import EXIT_DRAIN_TIMEOUT
+from consumer_host.hosting.lifecycle import EXIT_CRITICAL, EXIT_DRAIN_TIMEOUT
 
 from .health import fetch_json
 from .intent import OperatorIntent
@@ -91,6 +91,8 @@ class ChildSpec:
     poll_interval: float = 0.5
     wait_for_change_on_exit: bool = False
     """``--reload``: a child that ends by itself waits for the next change instead of failing."""
+    exit_on_trip: bool = False
+    """``--exit-on-trip``: a child that exits 1 (a tripped or lost worker) ends the parent too."""
 
 
 #: ``on_fatal(reason, exit_code)``: a child met an error no restart can fix.
@@ -234,6 +236,11 @@ class ChildProcess:
             return
         if code == EXIT_USAGE:
             self._on_fatal(f"process {self.index}: configuration error (exit code 2)", code)
+            stop.wait()
+            return
+        if code == EXIT_CRITICAL and self.spec.exit_on_trip:
+            reason = f"process {self.index}: a worker tripped or was lost and --exit-on-trip is set"
+            self._on_fatal(reason, code)
             stop.wait()
             return
         raise ChildExited(self.index, code)
