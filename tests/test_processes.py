@@ -16,16 +16,10 @@ import time
 from consumer_host.cli.processes import child_args, child_env
 from consumer_host.cli.run import run as run_command
 from consumer_host.processes.budget import DrainBudget
-from consumer_host.processes.child import (
-    ChildProcess,
-    ChildSpec,
-    DrainDeadline,
-    RecycleLimits,
-    handled_count,
-    recycle_reason,
-)
+from consumer_host.processes.child import ChildProcess, ChildSpec, DrainDeadline
 from consumer_host.processes.health import merged_status
 from consumer_host.processes.parent import ProcessParent
+from consumer_host.processes.recycling import RecycleLimits, handled_count, recycle_reason
 from consumer_host.testing import FakeClock
 
 from .brokers import unique_queue

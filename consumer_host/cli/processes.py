@@ -21,10 +21,11 @@ from consumer_host.errors import ConfigError
 from consumer_host.host import Host
 from consumer_host.operating.control import TOKEN_VARIABLE
 from consumer_host.processes.budget import DrainBudget
-from consumer_host.processes.child import ChildProcess, ChildSpec, DrainDeadline, RecycleLimits
+from consumer_host.processes.child import ChildProcess, ChildSpec, DrainDeadline
 from consumer_host.processes.health import post_json
 from consumer_host.processes.intent import OperatorIntent
 from consumer_host.processes.parent import ProcessParent, run_parent
+from consumer_host.processes.recycling import RecycleLimits
 from consumer_host.processes.reload import SourceWatcher, app_directory, require_watchfiles
 
 from .common import Fail

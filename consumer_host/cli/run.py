@@ -14,8 +14,8 @@ import structlog
 from consumer_host.errors import ConfigError
 from consumer_host.hosting.tripped import TrippedReminder
 from consumer_host.operating.logs import LOG_FORMATS, configure_logging
-from consumer_host.processes.child import RecycleLimits
 from consumer_host.processes.parent import become_child, child_index
+from consumer_host.processes.recycling import RecycleLimits
 
 from .common import Fail, app_argument, broker_option, prepare
 from .processes import process_options, run_processes, wants_parent

@@ -137,7 +137,8 @@ class ConsumerOptions:
     reconnect_backoff_max: float = _option(30.0, "longest reconnect delay", _seconds(positive=True))
     poll_interval: float = _option(
         0.5,
-        "longest idle wait for a message (RabbitMQ, Redis: at least 5 s, a stop or pause wakes it)",
+        "longest idle wait for a message (at least 5 s where a stop or pause wakes the read: "
+        "RabbitMQ, one Redis node)",
         _seconds(),
     )
     kill_switch: KillSwitch | None = _option(

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-#: The longest idle read of a transport that can be woken (kept equal to base.IDLE_WAIT;
-#: consuming/ may not import transports/ modules other than base).
-WOKEN_IDLE_WAIT = 5.0
+from consumer_host.transports.base import IDLE_WAIT
+
+#: The longest idle read of a transport that can be woken.
+WOKEN_IDLE_WAIT = IDLE_WAIT
 
 
 def idle_wait(transport: Any, poll_interval: float) -> float:
@@ -24,6 +25,6 @@ def idle_wait(transport: Any, poll_interval: float) -> float:
 
 def wake(transport: Any) -> None:
     """End ``transport``'s idle read now, if it can; from any thread."""
-    wake = getattr(transport, "wake", None)
-    if wake is not None:
-        wake()
+    wake_transport = getattr(transport, "wake", None)
+    if wake_transport is not None:
+        wake_transport()

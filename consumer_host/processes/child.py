@@ -35,16 +35,7 @@ from .health import fetch_json
 from .intent import OperatorIntent
 from .recycling import RecycleLimits, handled_count, recycle_reason, resident_mb
 
-__all__ = [
-    "ChildExited",
-    "ChildProcess",
-    "ChildSpec",
-    "DrainDeadline",
-    "RecycleLimits",
-    "handled_count",
-    "recycle_reason",
-    "resident_mb",
-]
+__all__ = ["ChildExited", "ChildProcess", "ChildSpec", "DrainDeadline"]
 
 #: Exit code of a child that met a usage or configuration error: restarting cannot fix it.
 EXIT_USAGE = 2

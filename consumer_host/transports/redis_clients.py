@@ -76,8 +76,8 @@ def _sentinel_client(parsed: RedisUrl, options: dict[str, Any]) -> redis.Redis:
         db=parsed.db,
         username=parsed.username,
         password=parsed.password,
-        # A connection to a demoted primary is dropped when READONLY comes back, so the next
-        # command asks the sentinels again.
+        # No PING on each new connection (redis-py's default too): the first command tells,
+        # and a demoted primary's READONLY is a failover the consumer reconnects from.
         check_connection=False,
     )
     return client

@@ -57,7 +57,7 @@ from .suspects import SlowStart
 __all__ = ["RedisListProducer", "RedisListTransport"]
 
 #: Due retries are looked for at least this often, in case another consumer that scheduled an
-#: earlier one died before moving it (as often as an idle read wakes: each of a pool looks).
+#: earlier one died before moving it (once per queue per process: see redis_chores).
 _PROMOTE_AT_LEAST_EVERY = IDLE_WAIT
 
 
