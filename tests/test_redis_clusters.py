@@ -313,3 +313,14 @@ def test_a_failover_during_a_half_open_probe_reports_back():
     link = _link(FakeTransport(), clock, breaker)
     link.lost(threading.Event(), BrokerFailingOver("CLUSTERDOWN"))
     assert breaker.state is BreakerState.OPEN  # counted: the probe slot is free again
+
+
+def test_a_name_alone_before_the_at_is_a_user_on_every_topology():
+    for url in (
+        "redis://ann@h:6379/0",
+        "redis://ann@s1:26401/0?sentinel=m",
+        "redis://ann@c1?cluster=true",
+    ):
+        parsed = parse_redis_url(url)
+        assert (parsed.username, parsed.password) == ("ann", None), url
+    assert parse_redis_url("redis://:s3cret@s1/0?sentinel=m").password == "s3cret"  # noqa: S105

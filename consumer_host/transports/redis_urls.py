@@ -68,9 +68,9 @@ def parse_redis_url(url: str) -> RedisUrl:
     if at:
         user, colon, secret = credentials.partition(":")
         username = unquote(user) or None
+        # ``redis://name@host`` names a user, as redis-py and kombu read it on one node; a
+        # password alone is ``redis://:secret@host``.
         password = unquote(secret) if colon else None
-        if not colon:  # ``redis://secret@host`` is redis-py's password-only form
-            username, password = None, unquote(user) or None
     options = parse_qsl(query, keep_blank_values=True)
     taken = dict(options)
     service = taken.pop("sentinel", None)
