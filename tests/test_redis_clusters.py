@@ -24,7 +24,7 @@ from consumer_host.transports.redis_clients import build_client, serving_node
 from consumer_host.transports.redis_common import translated
 from consumer_host.transports.redis_failover import is_replicated
 from consumer_host.transports.redis_keys import cluster_spec, dead_letter_key, own_prefix
-from consumer_host.transports.redis_urls import parse_redis_url
+from consumer_host.transports.redis_urls import parse_redis_url, typed_option
 from tests.fakes import FakeTransport
 from tests.helpers import cli
 
@@ -324,3 +324,13 @@ def test_a_name_alone_before_the_at_is_a_user_on_every_topology():
         parsed = parse_redis_url(url)
         assert (parsed.username, parsed.password) == ("ann", None), url
     assert parse_redis_url("redis://:s3cret@s1/0?sentinel=m").password == "s3cret"  # noqa: S105
+
+
+def test_url_options_are_typed_as_redis_py_types_them_and_checked_at_once():
+    parsed = parse_redis_url(f"{SENTINEL}&health_check_interval=5&socket_keepalive=yes")
+    options = dict(parsed.options)
+    assert typed_option("health_check_interval", options["health_check_interval"]) == 5
+    assert typed_option("socket_keepalive", options["socket_keepalive"]) is True
+    assert typed_option("ssl_ca_certs", "/etc/ca.pem") == "/etc/ca.pem"
+    with pytest.raises(ConfigError, match="health_check_interval"):
+        parse_redis_url(f"{CLUSTER}&health_check_interval=often")

@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from .redis_urls import RedisUrl, parse_redis_url
+from .redis_urls import RedisUrl, parse_redis_url, typed_option
 
 
 def client_options(connect_timeout: float, socket_timeout: float) -> dict[str, Any]:
@@ -61,7 +61,7 @@ def _tls_and_query(parsed: RedisUrl) -> dict[str, Any]:
     """The URL's own options (``ssl_cert_reqs``, ``ssl_ca_certs``, ...) as client keywords."""
     extra: dict[str, Any] = {"ssl": True} if parsed.tls else {}
     for name, value in parsed.options:
-        extra[name] = float(value) if name.endswith("timeout") else value
+        extra[name] = typed_option(name, value)
     return extra
 
 

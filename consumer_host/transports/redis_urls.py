@@ -9,9 +9,12 @@ node and goes to redis-py's ``from_url`` unchanged, so every existing deployment
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote
+
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 
 from consumer_host.errors import ConfigError
 from consumer_host.redaction import redact_text
@@ -102,7 +105,7 @@ def parse_redis_url(url: str) -> RedisUrl:
         password=password,
         service=service,
         sentinel_password=sentinel_password,
-        options=tuple(taken.items()),
+        options=tuple((name, _checked(name, value)) for name, value in taken.items()),
     )
 
 
@@ -133,3 +136,18 @@ def _db(path: str) -> int:
         return int(path)
     except ValueError:
         raise ConfigError(f"a Redis URL's database must be a number, not {path!r}") from None
+
+
+def typed_option(name: str, value: str) -> Any:
+    """A URL query option as redis-py's ``from_url`` reads it (``health_check_interval=5`` is
+    an int, ``socket_keepalive=yes`` a bool); names redis-py does not type stay strings."""
+    parse: Callable[[str], Any] | None = URL_QUERY_ARGUMENT_PARSERS.get(name)  # type: ignore[assignment]
+    return value if parse is None else parse(value)
+
+
+def _checked(name: str, value: str) -> str:
+    try:
+        typed_option(name, value)
+    except ValueError:
+        raise ConfigError(f"Redis URL option {name}={value!r} is not a valid value") from None
+    return value
