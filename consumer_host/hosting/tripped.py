@@ -20,7 +20,7 @@ from typing import Protocol
 import structlog
 
 from consumer_host.clock import Clock
-from consumer_host.supervision.events import Event, WorkerStarted, WorkerTripped
+from consumer_host.supervision.events import Event, HostStopping, WorkerStarted, WorkerTripped
 
 from .lifecycle import EXIT_CRITICAL
 
@@ -57,6 +57,9 @@ class TrippedReminder:
         self._changed = threading.Event()
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, HostStopping):
+            self._changed.set()  # the thread looks at host.done now, not a minute later
+            return
         if isinstance(event, WorkerStarted):
             with self._lock:
                 self._tripped.pop(event.instance, None)
