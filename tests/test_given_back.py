@@ -55,7 +55,6 @@ class RefusingTransport(FakeTransport):
         return not self.batches and len(self.refused) == self.refusals
 
 
-
 def failing_once(message: Any) -> None:
     if message.attempt == 1:
         raise RuntimeError("first attempt fails")
@@ -105,7 +104,8 @@ def test_a_give_back_by_another_instance_of_the_queue_is_not_counted():
     shared = GivenBack()
     first = RefusingTransport([[delivered(1)]], refuse=1)
     run_until_settled(first, max_deliveries=1, given_back=shared)
-    assert first.refused and not first.retried
+    assert first.refused
+    assert not first.retried
 
     second = RefusingTransport([[delivered(2)]])
     run_until_settled(second, max_deliveries=1, given_back=shared)
