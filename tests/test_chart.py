@@ -181,6 +181,42 @@ class TestScaling:
         assert auth["spec"]["secretTargetRef"][0]["parameter"] == "password"
         assert scaled["spec"]["minReplicaCount"] == 0
 
+    @pytest.mark.parametrize("data_password", [True, False], ids=["both", "sentinels-only"])
+    def test_keda_on_a_sentinel_set_gets_the_sentinels_password(self, data_password):
+        """Sentinels started with their own requirepass (the URL's ``sentinel_password=``)
+        answer KEDA only with it: the TriggerAuthentication carries ``sentinelPassword``."""
+        redis = {
+            "enabled": True,
+            "listName": "orders",
+            "sentinelPasswordSecret": {"name": "sentinels", "key": "password"},
+        }
+        if data_password:
+            redis["passwordSecret"] = {"name": "redis", "key": "redis-password"}
+        url = "redis://s1:26379,s2:26379/0?sentinel=mymaster&sentinel_password=sp"
+        docs = render({**BASE, "broker": {"url": url}, "keda": {"enabled": True, "redis": redis}})
+        [auth] = of_kind(docs, "TriggerAuthentication")
+        refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+        expected = {"sentinelPassword": ("sentinels", "password")}
+        if data_password:
+            expected["password"] = ("redis", "redis-password")
+        assert refs == expected
+        [trigger] = of_kind(docs, "ScaledObject")[0]["spec"]["triggers"]
+        assert trigger["type"] == "redis-sentinel"
+        assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+        assert "sp" not in yaml.safe_dump(trigger)
+
+    def test_a_password_secret_without_its_key_is_refused(self):
+        redis = {
+            "enabled": True,
+            "listName": "orders",
+            "address": "s1:26379",
+            "type": "redis-sentinel",
+            "sentinelMaster": "mymaster",
+            "sentinelPasswordSecret": {"name": "sentinels"},
+        }
+        with pytest.raises(helm.HelmRenderError, match=r"sentinelPasswordSecret\.key"):
+            render({**BASE, "keda": {"enabled": True, "redis": redis}})
+
     def test_keda_without_a_trigger_is_refused(self):
         with pytest.raises(helm.HelmRenderError, match=r"keda\.rabbitmq\.enabled"):
             render({**BASE, "keda": {"enabled": True}})

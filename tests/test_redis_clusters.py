@@ -5,6 +5,7 @@ The real failovers are in tests/cluster/."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 from redis import exceptions as redis_errors
@@ -19,7 +20,7 @@ from consumer_host.supervision.backoff import BackoffPolicy
 from consumer_host.supervision.breaker import BreakerState, CircuitBreaker
 from consumer_host.testing import FakeClock
 from consumer_host.transports.base import QueueSpec
-from consumer_host.transports.broker import validate_url
+from consumer_host.transports.broker import dead_letter_name, validate_url
 from consumer_host.transports.redis_clients import build_client, serving_node
 from consumer_host.transports.redis_common import translated
 from consumer_host.transports.redis_failover import is_replicated
@@ -222,6 +223,25 @@ def test_a_cluster_keeps_a_queue_s_keys_in_the_queue_s_slot():
         assert key_slot(key.encode()) == slot, key
     # A dead-letter name the user chose is theirs: kept as given.
     assert dead_letter_key(url, "orders", "failed-orders") == "failed-orders"
+
+
+def test_the_dead_letter_queue_is_named_as_it_really_is():
+    """Issue 22: on a Redis Cluster the default ``orders.dlq`` lives at ``{orders}.dlq``, and
+    that is the name people are shown; elsewhere the name stays as configured."""
+    cluster = "redis://127.0.0.1:7001/0?cluster=true"
+    assert dead_letter_name(cluster, "orders", "orders.dlq") == "{orders}.dlq"
+    assert dead_letter_name("rediss+streams://c1:7001/0?cluster=1", "q", "q.dlq") == "{q}.dlq"
+    assert dead_letter_name(cluster, "orders", "failed") == "failed"
+    for url in ("redis://h/0", SENTINEL, "amqp://u:p@n1//;amqp://u:p@n2//", "memory://"):
+        assert dead_letter_name(url, "orders", "orders.dlq") == "orders.dlq"
+
+
+def test_the_dlq_commands_name_the_cluster_s_real_key():
+    app = str(Path(__file__).parent / "apps" / "orders_app.py")
+    cluster = "redis://127.0.0.1:7001/0?cluster=true"
+    done = cli("dlq", "purge", app, "--consumer", "orders", "--broker", cluster)
+    assert done.returncode == 2  # refused without --yes, before any broker is asked
+    assert "'{orders}.dlq'" in done.stderr
 
 
 def test_the_cli_refuses_a_bad_cluster_url_in_one_line():

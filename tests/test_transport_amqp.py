@@ -208,6 +208,33 @@ def test_a_full_dead_letter_queue_keeps_the_original(amqp_broker, queue):
     assert amqp_broker.depth(queue) == 0
 
 
+def test_after_a_refused_copy_the_next_goes_out_on_a_new_channel(amqp_broker, queue):
+    """RabbitMQ 3.10 keeps a quorum queue's leader per channel; a channel that met the queue
+    while its leader's node was down went on refusing for as long as that node stayed down
+    (tests/cluster). So a refusal replaces the publishing channel, and the next copy works."""
+    channel = amqp_broker.conn.channel()
+    channel.queue_declare(
+        queue=f"{queue}.dlq",
+        durable=True,
+        auto_delete=False,
+        arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+    )
+    amqp_broker.publish(queue, {"n": 1})
+    amqp_broker.publish(queue, {"n": 2})
+    transport = transport_for(amqp_broker, queue)
+    first, second = fetch_until(transport, 2)
+    refused_on = transport._routed.channel
+    with pytest.raises(CopyRefused, match="nacked"):
+        transport.dead_letter(first, {"x-error": "boom"})
+    assert transport._routed.channel is not refused_on
+    assert not refused_on.is_open
+    transport.retry(second, {"x-attempt": 2}, 60)  # a copy on the new channel, held 60 s
+    transport.close()
+    amqp_broker.queues.update({f"{queue}.dlq", f"{queue}.retry.60000"})
+    assert amqp_broker.depth(f"{queue}.retry.60000") == 1
+    assert bodies(amqp_broker, queue) == [b'{"n": 1}']  # the refused original, given back
+
+
 def test_an_existing_quorum_queue_is_consumed_with_delivery_counts(amqp_broker, queue):
     channel = amqp_broker.conn.channel()
     channel.queue_declare(

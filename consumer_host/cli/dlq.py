@@ -17,7 +17,12 @@ from click.decorators import FC
 
 from consumer_host.errors import BrokerError
 from consumer_host.host import Host
-from consumer_host.transports.broker import REDIS_SCHEMES, STREAMS_SCHEMES, scheme_of
+from consumer_host.transports.broker import (
+    REDIS_SCHEMES,
+    STREAMS_SCHEMES,
+    dead_letter_name,
+    scheme_of,
+)
 from consumer_host.transports.dead_letters import (
     DeadLetterMoveStopped,
     DeadLetterStore,
@@ -104,9 +109,7 @@ def replay(
     selection = Selection(error_type=error_type, limit=limit)
     with _store(host, target) as store, _broker_errors("replayed"):
         moved = store.replay(selection)
-    click.echo(
-        f"replayed {moved} dead letter(s) from {target.dead_letter_queue!r} to {target.queue!r}"
-    )
+    click.echo(f"replayed {moved} dead letter(s) from {target.shown(host)!r} to {target.queue!r}")
 
 
 @dlq.command()
@@ -123,20 +126,24 @@ def purge(
     [target] = _consumers(host, consumer_name)
     if not yes:
         raise Fail(
-            f"purge deletes dead letters from {target.dead_letter_queue!r} for good; "
-            "add --yes to do it"
+            f"purge deletes dead letters from {target.shown(host)!r} for good; add --yes to do it"
         )
     with _store(host, target) as store, _broker_errors("purged"):
         purged = store.purge(Selection(error_type=error_type))
-    click.echo(f"purged {purged} dead letter(s) from {target.dead_letter_queue!r}")
+    click.echo(f"purged {purged} dead letter(s) from {target.shown(host)!r}")
 
 
 class _Target(NamedTuple):
-    """One consumer of the app: its name, the queue it reads, where its dead letters go."""
+    """One consumer of the app: its name, the queue it reads, where its dead letters go (as
+    configured; on a Redis Cluster the store reads the default's real key, ``{orders}.dlq``)."""
 
     consumer: str
     queue: str
     dead_letter_queue: str
+
+    def shown(self, host: Host) -> str:
+        """The dead-letter queue's real name on the host's broker, for messages."""
+        return dead_letter_name(host.broker_choice.url, self.queue, self.dead_letter_queue)
 
 
 def _consumers(host: Host, name: str | None) -> list[_Target]:

@@ -32,6 +32,7 @@ from consumer_host.transports.base import Transport
 
 from .connection import BrokerLink
 from .executors import Executor, InlineExecutor, executor_for
+from .given_back import GivenBack
 from .hand import Hand
 from .handling import Handler, Job, is_async
 from .judging import Judge
@@ -69,9 +70,11 @@ class Consumer:
         observe_handler: Callable[[float], None] | None = None,
         stuck_after: float = 300.0,
         chain: Chain | None = None,
+        given_back: GivenBack | None = None,
     ) -> None:
         """``handler`` is what runs (with middleware, ``chain.wrap`` of the registered one);
-        ``chain`` also hears about bad input, which never reaches a handler."""
+        ``chain`` also hears about bad input, which never reaches a handler; ``given_back`` is
+        shared by the instances of one queue (its own when not given)."""
         self.name = name
         self.stuck_after = options.stuck_after or stuck_after
         self.handler = handler
@@ -114,14 +117,19 @@ class Consumer:
         self.kill_switch = (
             None if options.kill_switch is None else KillSwitchState(options.kill_switch, clock)
         )
+        if given_back is None:  # not `or`: an empty shared memory is falsy
+            given_back = GivenBack()
         self._outcomes = Outcomes(
             self.settlement,
             self.kill_switch,
             Backoff(BackoffPolicy(minimum=options.reconnect_backoff_min, maximum=30.0), rand=rand),
+            given_back=given_back,
             clock=clock,
             log=self._log,
         )
-        self._judge = Judge(options, self.settlement, self._outcomes.settled_by, self._log)
+        self._judge = Judge(
+            options, self.settlement, self._outcomes.settled_by, self._log, given_back
+        )
         self.consuming = False
         self.last_progress = clock.now()
 

@@ -1,25 +1,22 @@
 """Judging a fetched delivery before any handler sees it: unreadable input is rejected, a
 message delivered too often without a settlement is dead-lettered, the rest become jobs.
 
-It also remembers which messages this instance gave back unstarted: a quorum queue counts a
-give-back as a delivery, and those must not be mistaken for crashes.
+A quorum queue counts a give-back as a delivery: the give-backs this process made
+(:mod:`.given_back`) are taken off a delivery's count, so they are not mistaken for crashes.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from consumer_host.message import Delivery
 
 from .decoding import BadMessage, decode
+from .given_back import GivenBack
 from .handling import Job, message_for
 from .options import ConsumerOptions
 from .settlement import Settlement
-
-#: How many given-back message ids an instance remembers (see ``Judge.remember_given_back``).
-GIVEN_BACK_MEMORY = 10_000
 
 #: Runs one settlement of a delivery without a handler (see ``Outcomes.settled_by``).
 SettleBy = Callable[[Callable[[Delivery, Any], None], Delivery, Any], None]
@@ -29,25 +26,24 @@ class Judge:
     """Turns deliveries into jobs, or settles them without a handler."""
 
     def __init__(
-        self, options: ConsumerOptions, settlement: Settlement, settled_by: SettleBy, log: Any
+        self,
+        options: ConsumerOptions,
+        settlement: Settlement,
+        settled_by: SettleBy,
+        log: Any,
+        given_back: GivenBack | None = None,
     ) -> None:
+        """``given_back``: shared by the instances of one queue (its own when not given)."""
         self._options = options
         self._settlement = settlement
         self._settled_by = settled_by
         self._log = log
-        self._given_back: OrderedDict[str, int] = OrderedDict()
+        self._given_back = GivenBack() if given_back is None else given_back
 
     def remember_given_back(self, deliveries: list[Delivery]) -> None:
         """A quorum queue counts a give-back as a delivery: remember ours, so they are not
         mistaken for crashes when the messages come back (see ``job_for``)."""
-        given_back = self._given_back
-        for delivery in deliveries:
-            message_id = delivery.message_id
-            if message_id is not None:
-                given_back[message_id] = given_back.get(message_id, 0) + 1
-                given_back.move_to_end(message_id)
-        while len(given_back) > GIVEN_BACK_MEMORY:
-            given_back.popitem(last=False)
+        self._given_back.remember(deliveries)
 
     def job_for(self, delivery: Delivery, generation: int) -> Job | None:
         """Judge a delivery: the job for its handler, or ``None`` once it was dead-lettered
@@ -72,7 +68,7 @@ class Judge:
         attempt = message.attempt
         count = delivery.delivery_count
         if count is not None and self._given_back:
-            count -= self._given_back.get(delivery.message_id or "", 0)
+            count -= self._given_back.times(delivery)
         if count is not None and count > options.max_deliveries:
             # Handed out this often without an ack or a failure: the handler keeps killing the
             # process. Stop the loop of crashes here.

@@ -14,6 +14,7 @@ from consumer_host.errors import CopyRefused, Defer, Reject
 from consumer_host.message import Delivery
 from consumer_host.supervision.backoff import Backoff
 
+from .given_back import GivenBack
 from .handling import Job
 from .killswitch import KillSwitchState, SwitchState
 from .settlement import Settlement
@@ -31,12 +32,14 @@ class Outcomes:
         kill_switch: KillSwitchState | None,
         refusals: Backoff,
         *,
+        given_back: GivenBack,
         clock: Clock,
         log: Any,
     ) -> None:
         self._settlement = settlement
         self._kill_switch = kill_switch
         self._refusals = refusals
+        self._given_back = given_back
         self._clock = clock
         self._log = log
         self.stop = threading.Event()  # the loop's stop: a refusal's back-off ends with it
@@ -84,7 +87,9 @@ class Outcomes:
                 self._refusals.reset()
 
     def _refused(self, delivery: Delivery, refused: CopyRefused) -> None:
-        """The broker refused a copy: the original is back in the queue; back off, go on."""
+        """The broker refused a copy: the original is back in the queue, given back unhandled
+        (not a delivery that ``max_deliveries`` should count); back off, go on."""
+        self._given_back.remember([delivery])
         self._settlement.counters.refused += 1
         delay = self._refusals.next()
         self._log.warning(

@@ -10,6 +10,7 @@ import structlog
 
 from consumer_host.clock import SYSTEM_CLOCK, Clock
 from consumer_host.consuming.consumer import Consumer
+from consumer_host.consuming.given_back import GivenBack
 from consumer_host.consuming.handling import Handler
 from consumer_host.consuming.middleware import HOOKS, ConsumerInfo, name_of, wrap_handler
 from consumer_host.consuming.options import ConsumerOptions
@@ -56,6 +57,9 @@ class ConsumerBuilder:
         self._rand = rand
         self.middleware: list[Any] = []
         """Per-message middleware every consumer runs (``Host(middleware=...)``)."""
+        # Per queue, shared by its instances and kept over restarts: the broker hands a message
+        # one instance gave back to whichever has room (see consuming/given_back.py).
+        self._given_back: dict[str, GivenBack] = {}
 
     @property
     def choice(self) -> BrokerChoice:
@@ -106,6 +110,7 @@ class ConsumerBuilder:
             observe_handler=self._metrics.handler_timer(registered, instance),
             stuck_after=self._liveness_of(registered) / 2,
             chain=chain,
+            given_back=self._given_back.setdefault(options.queue, GivenBack()),
         )
 
     def announce(self) -> None:

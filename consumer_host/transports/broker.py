@@ -16,6 +16,8 @@ from consumer_host.redaction import redact_url
 from consumer_host.supervision.breaker import BreakerState, CircuitBreaker
 from consumer_host.supervision.events import BreakerChanged, EventHook
 
+from .redis_keys import dead_letter_key
+
 #: The embedded development broker: kombu's filesystem transport, its folder in the URL's path.
 EMBEDDED_BROKER_URL = "filesystem://"
 #: Overrides the per-user data directory (where the embedded broker keeps its messages).
@@ -160,6 +162,15 @@ def messaging_system(url: str) -> str:
 
 def scheme_of(url: str) -> str:
     return urlsplit(url).scheme.lower()
+
+
+def dead_letter_name(url: str, queue: str, dead_letter: str) -> str:
+    """Where ``queue``'s dead letters really are on ``url``, for people to read: the default
+    ``orders.dlq`` is the key ``{orders}.dlq`` on a Redis Cluster (see ``redis_keys``); on every
+    other broker, and for a name the user chose, the name as configured."""
+    if scheme_of(url) in REDIS_SCHEMES | STREAMS_SCHEMES:
+        return dead_letter_key(url, queue, dead_letter)
+    return dead_letter
 
 
 @dataclass(frozen=True, kw_only=True)

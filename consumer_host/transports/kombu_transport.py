@@ -408,6 +408,8 @@ class KombuTransport:
             self._copies.publish(self._conn, self._routed, delivery, target, headers)
         except CopyRefused:
             self._give_back(delivery)
+            if self.is_amqp:
+                self._routed = self._copies.fresh_channel(self._conn, self._routed)
             raise
 
     # -- inspection --------------------------------------------------------------------------------
