@@ -109,6 +109,8 @@ class Consumer:
         self._hand = Hand(options, clock)
         self._generation = 0
         self._inline = True
+        # Strict per-key order: a failed message waits for its retry in its lane (lane_retries).
+        self._strict = options.partition_by is not None and options.partition_order == "strict"
         self._paused = threading.Event()
         self._paused_watch = PausedWatch(transport, clock)
         self.kill_switch = (
@@ -151,8 +153,10 @@ class Consumer:
         return [] if self._executor is None else self._executor.running()
 
     @property
-    def held_retries(self) -> int:  # held until due (virtual brokers); a drain gives them back
-        return len(self._hand.held)
+    def held_retries(self) -> int:
+        """Retries held in process until due (virtual brokers, and failed messages waiting in
+        their partition lane); a drain or a pause gives them back."""
+        return len(self._hand.held) + len(self._hand.retries)
 
     def in_flight_ids(self) -> list[str]:
         """Message ids of the handlers running now (for shutdown and stuck reports)."""
@@ -219,7 +223,8 @@ class Consumer:
             context=self._context,
             name=self.name,
         )
-        self._inline = isinstance(self._executor, InlineExecutor)
+        # Inline means settled at once, without lanes: strict order needs its lane to wait in.
+        self._inline = isinstance(self._executor, InlineExecutor) and not self._strict
         # A restart after a loop failure starts clean (see ``Hand.reset``).
         self._hand.reset(self._executor)
         try:
@@ -264,14 +269,26 @@ class Consumer:
             if allowed == 0:
                 self._idle(stop)
                 continue
+            if hand.retries:
+                self._rerun_due()
             if not self.consuming:
                 transport.start_consuming()
                 self.consuming = True
-            room = (prefetch if allowed is None else allowed) - hand.count
+            # Jobs waiting for their key take no room from other keys, up to a second window.
+            window = prefetch + min(hand.parked, prefetch)
+            room = (window if allowed is None else allowed) - hand.count
+            busy = hand.count > hand.parked  # a handler runs or will: its end must be seen soon
             if room <= 0:
-                executor.wait(min(poll, 0.05))
+                if busy:
+                    executor.wait(min(poll, 0.05))
+                else:
+                    self._clock.wait(stop, hand.retries.wait_at_most(0.05))
                 continue
-            timeout = BUSY_POLL if hand.count else hand.held.wait_at_most(poll)
+            timeout = (
+                BUSY_POLL
+                if busy
+                else min(hand.held.wait_at_most(poll), hand.retries.wait_at_most(poll))
+            )
             deliveries = transport.fetch(timeout, room)
             self.last_progress = self._clock.now()
             if deliveries and self._paused.is_set():
@@ -304,6 +321,8 @@ class Consumer:
         if self.consuming:
             self._give_back_unstarted()
             self.consuming = False
+        elif self._hand.parked:
+            self._give_back_parked()  # failed while paused: its retry waits in the queue
         self.last_progress = self._clock.now()
         self._paused_watch.check()  # a dead connection is seen while paused, not at resume
         if self._hand.count:
@@ -329,6 +348,15 @@ class Consumer:
         while self._hand.count > 0:
             executor.wait(0.05)
             self._settle(executor.finished())
+            if self._hand.parked:
+                self._give_back_parked()  # a retry would outlast the drain: the queue keeps it
+
+    def _give_back_parked(self) -> None:
+        """Give back messages whose retry waits in their lane, and what waits behind them."""
+        parked = self._hand.give_back_unstarted()
+        if parked:
+            self._judge.remember_given_back(parked)
+            self.transport.requeue(parked)
 
     # -- one message ------------------------------------------------------------------------------
 
@@ -347,9 +375,16 @@ class Consumer:
             return
         self._hand.admit(job)
 
+    def _rerun_due(self) -> None:
+        """Run again the failed jobs whose retry is due, each still holding its key."""
+        for waited in self._hand.retries.due():
+            self._hand.rerun(waited, self._judge.job_for(waited.delivery, self._generation))
+
     def _settle(self, jobs: list[Job]) -> None:
         if not jobs:
             return
+        if self._strict:
+            jobs = self._keep_retries_in_lanes(jobs)
         # Account for the whole batch first: if a settlement below loses the connection, the
         # rest are the broker's to deliver again, but their slots and lanes must come free.
         self._hand.finished(jobs)
@@ -361,3 +396,17 @@ class Consumer:
                 continue
             self._outcomes.settle_one(job)
         self.last_progress = self._clock.now()
+
+    def _keep_retries_in_lanes(self, jobs: list[Job]) -> list[Job]:
+        """Strict per-key order: a failed job that will be retried (or deferred) keeps its key
+        and waits in hand; the key's later jobs wait behind it. The rest leave, returned."""
+        leaving = []
+        for job in jobs:
+            current = job.generation == self._generation
+            delay = self.settlement.in_place_delay(job) if current else None
+            if delay is None:
+                leaving.append(job)
+                continue
+            self._hand.wait_for_retry(job, delay)
+            self._outcomes.wait_in_lane(job, delay)
+        return leaving

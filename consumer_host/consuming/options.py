@@ -76,11 +76,18 @@ class ConsumerOptions:
     )
     partition_by: Callable[[Any], Any] | None = _option(
         None,
-        "`fn(message) -> key`: messages with the same key never run at the same time, and first "
-        "attempts run in the order they were fetched within an instance; a **retried** message "
-        "comes back after the key's later messages (it waits in the broker, not in the key's "
-        "lane), so with retries order per key is not kept (see below)",
+        "`fn(message) -> key`: within an instance, messages with the same key never run at the "
+        "same time and run in the order they were fetched, retries included (see "
+        "`partition_order`); different keys run side by side",
         (lambda v: v is None or callable(v), "callable"),
+    )
+    partition_order: str = _option(
+        "strict",
+        "with `partition_by`: `strict` retries (and defers) a failed message in its key's lane, "
+        "unacked, while the key's later messages wait behind it and other keys go on; `fetch` "
+        "sends it through the broker's retry path, so it comes back after the key's later "
+        "messages (see below)",
+        (lambda v: v in ("strict", "fetch"), "'strict' or 'fetch'"),
     )
     max_retries: int = _option(
         3, "retries after the first failure; then the message is dead-lettered", _int_at_least(0)
@@ -230,6 +237,7 @@ class ConsumerSettings(TypedDict, total=False):
     concurrency: int
     prefetch: int | None
     partition_by: Callable[[Any], Any] | None
+    partition_order: str
     max_retries: int
     max_deliveries: int
     retry_backoff_min: float
