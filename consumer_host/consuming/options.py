@@ -71,7 +71,8 @@ class ConsumerOptions:
     )
     prefetch: int | None = _option(
         None,
-        "unacked messages an instance may hold; default max(10, 2 x concurrency)",
+        "unacked messages an instance may hold; default max(10, 2 x concurrency); with "
+        "`partition_by`, up to as many again that wait for their key",
         (lambda v: v is None or _int_at_least(1)[0](v), "an integer >= 1"),
     )
     partition_by: Callable[[Any], Any] | None = _option(
@@ -191,6 +192,14 @@ class ConsumerOptions:
         return self.prefetch
 
     @property
+    def transport_window(self) -> int:
+        """How many unsettled messages the transport may hold (AMQP ``basic.qos``). With
+        ``partition_by``, messages waiting for their key (behind a running one, or behind a
+        retry waiting in its lane) take no room from other keys, up to a second ``prefetch``:
+        the consumer itself keeps the rest within ``prefetch``."""
+        return self.prefetch_count * (1 if self.partition_by is None else 2)
+
+    @property
     def dead_letter_queue(self) -> str:
         return self.dead_letter or f"{self.queue}.dlq"
 
@@ -200,7 +209,7 @@ class ConsumerOptions:
             dead_letter=self.dead_letter_queue,
             exchange=self.exchange,
             routing_key=self.routing_key,
-            prefetch=self.prefetch_count,
+            prefetch=self.transport_window,
             queue_arguments=dict(self.queue_arguments),
         )
 
