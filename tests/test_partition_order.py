@@ -12,6 +12,7 @@ from consumer_host import Defer
 from consumer_host.consuming.consumer import Consumer
 from consumer_host.consuming.lane_retries import LaneRetries
 from consumer_host.consuming.options import ConsumerOptions
+from consumer_host.errors import BrokerUnavailable
 from consumer_host.message import ATTEMPT_HEADER, Delivery
 from consumer_host.supervision.breaker import CircuitBreaker
 from consumer_host.testing import FakeClock
@@ -140,6 +141,24 @@ def test_a_pause_during_a_retry_wait_gives_the_key_back():
         wait_until(lambda: len(run.transport.requeued) == 2)
         assert run.consumer.held_retries == 0
     assert [d.message_id for d in run.transport.requeued] == ["a1", "a2"]
+
+
+def test_a_lost_connection_forgets_the_wait_and_the_redelivery_runs_in_order():
+    """The broker takes back what was unacked: the wait ends with the connection, and the
+    redelivered messages run in order as first deliveries."""
+    handler = Recorder({"a1": 1})
+    with Run(handler, [keyed("a", 1), keyed("a", 2)], retry_backoff_min=60.0) as run:
+        wait_until(lambda: run.consumer.held_retries == 1)
+        run.transport.batches.append(BrokerUnavailable("connection reset"))
+        wait_until(lambda: not run.consumer.connected)
+        assert run.consumer.held_retries == 0
+        handler.failing.clear()  # the redelivered a1 succeeds
+        run.clock.advance(30)  # past the reconnect backoff, short of the retry's 60 s
+        wait_until(lambda: run.consumer.connected)
+        run.transport.batches.append([keyed("a", 1), keyed("a", 2)])  # the broker's redelivery
+        wait_until(lambda: run.acked() == ["a1", "a2"])
+    assert handler.calls == [("a1", 1), ("a1", 1), ("a2", 1)]
+    assert run.transport.requeued == []  # the broker gave them back, not the consumer
 
 
 def test_a_defer_waits_in_its_lane_without_counting_an_attempt():
