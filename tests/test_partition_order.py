@@ -178,6 +178,18 @@ def test_a_defer_waits_in_its_lane_without_counting_an_attempt():
     assert run.consumer.counters.deferred == 1
 
 
+def test_a_wait_longer_than_a_lane_holds_goes_through_the_broker():
+    """RabbitMQ's consumer_timeout would close the channel: past 15 min, the broker waits."""
+
+    def handler(message):
+        raise Defer(3600.0)
+
+    with Run(handler, [keyed("a", 1), keyed("a", 2)]) as run:
+        wait_until(lambda: len(run.transport.retried) == 2)
+        assert run.consumer.held_retries == 0
+    assert [d.message_id for d, _, _ in run.transport.retried] == ["a1", "a2"]
+
+
 def test_one_handler_slot_still_waits_in_lanes():
     """concurrency=1 runs handlers inline; strict order still needs the lanes."""
     handler = Recorder({"a1": 1})

@@ -36,6 +36,7 @@ from .hand import Hand
 from .handling import Handler, Job, is_async
 from .judging import Judge
 from .killswitch import KillSwitchState
+from .lane_retries import LONGEST_WAIT_IN_LANE
 from .middleware import Chain
 from .options import ConsumerOptions
 from .outcomes import Outcomes
@@ -404,7 +405,7 @@ class Consumer:
         for job in jobs:
             current = job.generation == self._generation
             delay = self.settlement.in_place_delay(job) if current else None
-            if delay is None:
+            if delay is None or delay > LONGEST_WAIT_IN_LANE:
                 leaving.append(job)
                 continue
             self._hand.wait_for_retry(job, delay)

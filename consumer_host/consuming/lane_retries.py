@@ -13,6 +13,12 @@ from consumer_host.clock import Clock
 
 from .handling import Job
 
+#: The longest wait held in a lane. A longer retry or ``Defer`` goes through the broker's retry
+#: path (its key's order is not kept for it): RabbitMQ closes the channel of a consumer that holds
+#: a message unacked past its ``consumer_timeout`` (30 min by default), and every message the
+#: instance holds would come back.
+LONGEST_WAIT_IN_LANE = 900.0
+
 
 class LaneRetries:
     """Failed jobs waiting, in their lane, for their retry delay; ordered by when they are due."""
