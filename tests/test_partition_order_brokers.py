@@ -24,6 +24,14 @@ def make_host(broker):
     return host
 
 
+def all_fetched(broker, queue: str, count: int) -> bool:
+    """Every message of ``queue`` handed to a consumer (none waits unread)."""
+    if broker.kind == "streams":
+        pending = broker._streams().xpending(queue, queue)  # the group is named as the queue
+        return int(pending["pending"]) == count
+    return broker.depth(queue) == 0
+
+
 class KeyLog:
     """What ran, per key, and whether two messages of a key ever ran at once."""
 
@@ -176,4 +184,44 @@ def test_exhausted_retries_dead_letter_and_free_the_key(real_broker):
     ((_, headers, _),) = real_broker.drain(f"{queue}.dlq")
     assert headers["x-attempts"] == 3
     assert headers["x-error"] == "attempt 3 fails"
+    assert log.overlaps == []
+
+
+def test_a_pause_during_a_retry_wait_gives_the_key_back_and_resume_keeps_its_order(real_broker):
+    queue = unique_queue()
+    real_broker.publish_many(queue, [{"key": "a", "seq": n} for n in range(3)])
+    host = make_host(real_broker)
+    log = KeyLog()
+    failed: list[int] = []
+
+    @host.consumer(
+        "orders",
+        queue=queue,
+        concurrency=2,
+        partition_by=lambda m: m.body["key"],
+        retry_backoff_min=600.0,
+        retry_backoff_max=600.0,
+    )
+    def handle(message):
+        log.enter(message.body)
+        failing = message.body["seq"] == 0 and not failed  # fails once, then never again
+        if failing:
+            failed.append(0)
+        log.leave(message.body, ok=not failing)
+        if failing:
+            raise RuntimeError("first try fails")
+
+    host.start()
+    try:
+        wait_until(lambda: failed == [0], timeout=15, what="the first failure")
+        # All three in hand first: a Stream's give-back goes behind what is still unread.
+        wait_until(lambda: all_fetched(real_broker, queue, 3), timeout=15, what="all fetched")
+        host.pause("orders")
+        wait_until(lambda: real_broker.depth(queue) == 3, timeout=15, what="all three given back")
+        assert log.handled() == set()
+        host.resume("orders")
+        wait_until(lambda: len(log.handled()) == 3, timeout=30, what="all three after resume")
+    finally:
+        assert host.stop(10) == ()
+    assert log.done["a"] == [0, 1, 2]
     assert log.overlaps == []
