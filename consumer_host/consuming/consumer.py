@@ -36,13 +36,13 @@ from .hand import Hand
 from .handling import Handler, Job, is_async
 from .judging import Judge
 from .killswitch import KillSwitchState
-from .lane_retries import LONGEST_WAIT_IN_LANE
 from .middleware import Chain
 from .options import ConsumerOptions
 from .outcomes import Outcomes
 from .paused_watch import PausedWatch
 from .settlement import Settlement, debug_enabled
 from .status import consumer_status
+from .strict_order import StrictOrder
 from .waking import idle_wait, wake
 from .watchdog import stuck_jobs
 
@@ -110,8 +110,6 @@ class Consumer:
         self._hand = Hand(options, clock)
         self._generation = 0
         self._inline = True
-        # Strict per-key order: a failed message waits for its retry in its lane (lane_retries).
-        self._strict = options.partition_by is not None and options.partition_order == "strict"
         self._paused = threading.Event()
         self._paused_watch = PausedWatch(transport, clock)
         self.kill_switch = (
@@ -125,6 +123,10 @@ class Consumer:
             log=self._log,
         )
         self._judge = Judge(options, self.settlement, self._outcomes.settled_by, self._log)
+        # Strict per-key order: a failed message waits for its retry in its lane.
+        self._strict: StrictOrder | None = None
+        if options.partition_by is not None and options.partition_order == "strict":
+            self._strict = StrictOrder(self._hand, self.settlement, self._outcomes, self._judge)
         self.consuming = False
         self.last_progress = clock.now()
 
@@ -225,7 +227,7 @@ class Consumer:
             name=self.name,
         )
         # Inline means settled at once, without lanes: strict order needs its lane to wait in.
-        self._inline = isinstance(self._executor, InlineExecutor) and not self._strict
+        self._inline = isinstance(self._executor, InlineExecutor) and self._strict is None
         # A restart after a loop failure starts clean (see ``Hand.reset``).
         self._hand.reset(self._executor)
         try:
@@ -270,8 +272,8 @@ class Consumer:
             if allowed == 0:
                 self._idle(stop)
                 continue
-            if hand.retries:
-                self._rerun_due()
+            if self._strict is not None and hand.retries:
+                self._strict.rerun_due(self._generation)
             if not self.consuming:
                 transport.start_consuming()
                 self.consuming = True
@@ -376,16 +378,11 @@ class Consumer:
             return
         self._hand.admit(job)
 
-    def _rerun_due(self) -> None:
-        """Run again the failed jobs whose retry is due, each still holding its key."""
-        for waited in self._hand.retries.due():
-            self._hand.rerun(waited, self._judge.job_for(waited.delivery, self._generation))
-
     def _settle(self, jobs: list[Job]) -> None:
         if not jobs:
             return
-        if self._strict:
-            jobs = self._keep_retries_in_lanes(jobs)
+        if self._strict is not None:
+            jobs = self._strict.keep_retries(jobs, self._generation)
         # Account for the whole batch first: if a settlement below loses the connection, the
         # rest are the broker's to deliver again, but their slots and lanes must come free.
         self._hand.finished(jobs)
@@ -397,17 +394,3 @@ class Consumer:
                 continue
             self._outcomes.settle_one(job)
         self.last_progress = self._clock.now()
-
-    def _keep_retries_in_lanes(self, jobs: list[Job]) -> list[Job]:
-        """Strict per-key order: a failed job that will be retried (or deferred) keeps its key
-        and waits in hand; the key's later jobs wait behind it. The rest leave, returned."""
-        leaving = []
-        for job in jobs:
-            current = job.generation == self._generation
-            delay = self.settlement.in_place_delay(job) if current else None
-            if delay is None or delay > LONGEST_WAIT_IN_LANE:
-                leaving.append(job)
-                continue
-            self._hand.wait_for_retry(job, delay)
-            self._outcomes.wait_in_lane(job, delay)
-        return leaving
