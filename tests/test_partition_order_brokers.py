@@ -6,10 +6,13 @@ drain during a retry wait gives the key's messages back, in order."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
 import time
+
+import pytest
 
 from consumer_host import Host
 from consumer_host.transports.broker import BrokerChoice
@@ -63,29 +66,44 @@ class KeyLog:
             return {seq for seqs in self.done.values() for seq in seqs}
 
 
-def test_per_key_order_holds_with_ten_percent_of_first_attempts_failing(real_broker):
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["threads", "async"])
+def test_per_key_order_holds_with_ten_percent_of_first_attempts_failing(real_broker, asynchronous):
     queue = unique_queue()
     total, keys = 400, 20
     real_broker.publish_many(queue, [{"key": f"k{n % keys}", "seq": n} for n in range(total)])
     failing_first = set(random.Random(23).sample(range(total), total // 10))  # over every key
     host = make_host(real_broker)
     log = KeyLog()
+    options = {
+        "queue": queue,
+        "concurrency": 16,
+        "partition_by": lambda m: m.body["key"],
+        # Long enough for the key's later messages to be fetched meanwhile.
+        "retry_backoff_min": 0.3,
+        "retry_backoff_max": 0.3,
+    }
 
-    @host.consumer(
-        "orders",
-        queue=queue,
-        concurrency=16,
-        partition_by=lambda m: m.body["key"],
-        retry_backoff_min=0.3,  # long enough for the key's later messages to be fetched meanwhile
-        retry_backoff_max=0.3,
-    )
-    def handle(message):
-        log.enter(message.body)
+    def outcome(message) -> None:
         failing = message.body["seq"] in failing_first and message.attempt == 1
-        time.sleep(0.002)
         log.leave(message.body, ok=not failing)
         if failing:
             raise RuntimeError("first attempt fails")
+
+    if asynchronous:
+
+        @host.consumer("orders", **options)
+        async def handle(message):
+            log.enter(message.body)
+            await asyncio.sleep(0.002)
+            outcome(message)
+
+    else:
+
+        @host.consumer("orders", **options)
+        def handle_sync(message):
+            log.enter(message.body)
+            time.sleep(0.002)
+            outcome(message)
 
     host.start()
     try:
