@@ -11,7 +11,7 @@ import difflib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any, Required, TypedDict
+from typing import Any, Literal, Required, TypedDict
 
 from consumer_host.clock import SYSTEM_CLOCK, Clock
 from consumer_host.errors import ConfigError
@@ -23,6 +23,9 @@ from .decoding import content_types
 from .killswitch import KillSwitch
 
 Check = Callable[[Any], bool]
+
+#: ``partition_by``'s order: ``strict`` keeps it across retries, ``fetch`` for first attempts.
+PartitionOrder = Literal["strict", "fetch"]
 
 
 def _int_at_least(minimum: int) -> tuple[Check, str]:
@@ -82,7 +85,7 @@ class ConsumerOptions:
         "`partition_order`); different keys run side by side",
         (lambda v: v is None or callable(v), "callable"),
     )
-    partition_order: str = _option(
+    partition_order: PartitionOrder = _option(
         "strict",
         "with `partition_by`: `strict` retries (and defers) a failed message in its key's lane, "
         "unacked, while the key's later messages wait behind it and other keys go on; `fetch` "
@@ -246,7 +249,7 @@ class ConsumerSettings(TypedDict, total=False):
     concurrency: int
     prefetch: int | None
     partition_by: Callable[[Any], Any] | None
-    partition_order: str
+    partition_order: PartitionOrder
     max_retries: int
     max_deliveries: int
     retry_backoff_min: float
