@@ -38,6 +38,7 @@ def test_prefetch_follows_concurrency_unless_given():
         ({"concurrency": True}, "concurrency must be an integer >= 1, got True"),
         ({"max_deliveries": 0}, "max_deliveries must be an integer >= 1"),
         ({"partition_by": "user"}, "partition_by must be callable"),
+        ({"partition_order": "loose"}, "partition_order must be 'strict' or 'fetch'"),
         ({"kill_switch": {"activation": 3}}, "kill_switch must be a KillSwitch or None"),
         ({"stuck_after": 0}, "stuck_after must be > 0 seconds"),
         ({"queue_arguments": ["x"]}, "queue_arguments must be a dict"),
@@ -77,3 +78,10 @@ def test_a_worker_typo_suggests_too():
 def test_the_kill_switch_is_on_by_default_and_can_be_turned_off():
     assert ConsumerOptions(queue="q").kill_switch == KillSwitch()
     assert ConsumerOptions(queue="q", kill_switch=None).kill_switch is None
+
+
+def test_partition_by_opens_a_second_window_for_messages_waiting_for_their_key():
+    assert ConsumerOptions(queue="q", prefetch=10).queue_spec().prefetch == 10
+    keyed = ConsumerOptions(queue="q", prefetch=10, partition_by=lambda m: m.body["k"])
+    assert keyed.partition_order == "strict"
+    assert keyed.queue_spec().prefetch == 20

@@ -43,6 +43,7 @@ from .outcomes import Outcomes
 from .paused_watch import PausedWatch
 from .settlement import Settlement, debug_enabled
 from .status import consumer_status
+from .strict_order import StrictOrder
 from .waking import idle_wait, wake
 from .watchdog import stuck_jobs
 
@@ -130,6 +131,10 @@ class Consumer:
         self._judge = Judge(
             options, self.settlement, self._outcomes.settled_by, self._log, given_back
         )
+        # Strict per-key order: a failed message waits for its retry in its lane.
+        self._strict: StrictOrder | None = None
+        if options.partition_by is not None and options.partition_order == "strict":
+            self._strict = StrictOrder(self._hand, self.settlement, self._outcomes, self._judge)
         self.consuming = False
         self.last_progress = clock.now()
 
@@ -159,8 +164,10 @@ class Consumer:
         return [] if self._executor is None else self._executor.running()
 
     @property
-    def held_retries(self) -> int:  # held until due (virtual brokers); a drain gives them back
-        return len(self._hand.held)
+    def held_retries(self) -> int:
+        """Retries held in process until due (virtual brokers, and failed messages waiting in
+        their partition lane); a drain or a pause gives them back."""
+        return len(self._hand.held) + len(self._hand.retries)
 
     def in_flight_ids(self) -> list[str]:
         """Message ids of the handlers running now (for shutdown and stuck reports)."""
@@ -231,7 +238,8 @@ class Consumer:
             context=self._context,
             name=self.name,
         )
-        self._inline = isinstance(self._executor, InlineExecutor)
+        # Inline means settled at once, without lanes: strict order needs its lane to wait in.
+        self._inline = isinstance(self._executor, InlineExecutor) and self._strict is None
         # A restart after a loop failure starts clean (see ``Hand.reset``).
         self._hand.reset(self._executor)
         try:
@@ -276,14 +284,26 @@ class Consumer:
             if allowed == 0:
                 self._idle(stop)
                 continue
+            if self._strict is not None and hand.retries:
+                self._strict.rerun_due(self._generation)
             if not self.consuming:
                 transport.start_consuming()
                 self.consuming = True
-            room = (prefetch if allowed is None else allowed) - hand.count
+            # Jobs waiting for their key take no room from other keys, up to a second window.
+            window = prefetch + min(hand.parked, prefetch)
+            room = (window if allowed is None else allowed) - hand.count
+            busy = hand.count > hand.parked  # a handler runs or will: its end must be seen soon
             if room <= 0:
-                executor.wait(min(poll, 0.05))
+                if busy:
+                    executor.wait(min(poll, 0.05))
+                else:
+                    self._clock.wait(stop, hand.retries.wait_at_most(0.05))
                 continue
-            timeout = BUSY_POLL if hand.count else hand.held.wait_at_most(poll)
+            timeout = (
+                BUSY_POLL
+                if busy
+                else min(hand.held.wait_at_most(poll), hand.retries.wait_at_most(poll))
+            )
             deliveries = transport.fetch(timeout, room)
             self.last_progress = self._clock.now()
             if deliveries and self._paused.is_set():
@@ -316,6 +336,8 @@ class Consumer:
         if self.consuming:
             self._give_back_unstarted()
             self.consuming = False
+        elif self._hand.parked:
+            self._give_back_parked()  # failed while paused: its retry waits in the queue
         self.last_progress = self._clock.now()
         self._paused_watch.check()  # a dead connection is seen while paused, not at resume
         if self._hand.count:
@@ -341,6 +363,15 @@ class Consumer:
         while self._hand.count > 0:
             executor.wait(0.05)
             self._settle(executor.finished())
+            if self._hand.parked:
+                self._give_back_parked()  # a retry would outlast the drain: the queue keeps it
+
+    def _give_back_parked(self) -> None:
+        """Give back messages whose retry waits in their lane, and what waits behind them."""
+        parked = self._hand.give_back_unstarted()
+        if parked:
+            self._judge.remember_given_back(parked)
+            self.transport.requeue(parked)
 
     # -- one message ------------------------------------------------------------------------------
 
@@ -362,6 +393,8 @@ class Consumer:
     def _settle(self, jobs: list[Job]) -> None:
         if not jobs:
             return
+        if self._strict is not None:
+            jobs = self._strict.keep_retries(jobs, self._generation)
         # Account for the whole batch first: if a settlement below loses the connection, the
         # rest are the broker's to deliver again, but their slots and lanes must come free.
         self._hand.finished(jobs)

@@ -1,5 +1,7 @@
 """Partition lanes: messages with the same ``partition_by`` key never run at the same time, and
-run in the order they were fetched; different keys run side by side."""
+run in the order they were fetched; different keys run side by side. A key stays taken while its
+job runs and, with ``partition_order="strict"``, while a failed job waits for its retry (see
+:mod:`.lane_retries`)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ class PartitionLanes:
     def __init__(self, key_of: Callable[[Any], Any]) -> None:
         self._key_of = key_of
         self._lanes: dict[Any, deque[Job]] = {}  # key -> jobs waiting behind a running one
+        self.waiting = 0  # jobs waiting behind another of their key, in every lane
 
     def admit(self, job: Job) -> bool:
         """Give ``job`` its key; ``True`` when it may run now, ``False`` when it waits."""
@@ -30,6 +33,7 @@ class PartitionLanes:
         waiting = self._lanes.get(job.key)
         if waiting is not None:
             waiting.append(job)
+            self.waiting += 1
             return False
         self._lanes[job.key] = deque()
         return True
@@ -40,6 +44,7 @@ class PartitionLanes:
         if not waiting:
             self._lanes.pop(key, None)
             return None
+        self.waiting -= 1
         return waiting.popleft()
 
     def drop(self, key: Any) -> None:
@@ -52,6 +57,7 @@ class PartitionLanes:
         taken = [job for waiting in self._lanes.values() for job in waiting]
         for waiting in self._lanes.values():
             waiting.clear()
+        self.waiting = 0
         return taken
 
     def _key(self, job: Job) -> Any:

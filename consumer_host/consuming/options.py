@@ -11,7 +11,7 @@ import difflib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any, Required, TypedDict
+from typing import Any, Literal, Required, TypedDict
 
 from consumer_host.clock import SYSTEM_CLOCK, Clock
 from consumer_host.errors import ConfigError
@@ -23,6 +23,9 @@ from .decoding import content_types
 from .killswitch import KillSwitch
 
 Check = Callable[[Any], bool]
+
+#: ``partition_by``'s order: ``strict`` keeps it across retries, ``fetch`` for first attempts.
+PartitionOrder = Literal["strict", "fetch"]
 
 
 def _int_at_least(minimum: int) -> tuple[Check, str]:
@@ -71,16 +74,24 @@ class ConsumerOptions:
     )
     prefetch: int | None = _option(
         None,
-        "unacked messages an instance may hold; default max(10, 2 x concurrency)",
+        "unacked messages an instance may hold; default max(10, 2 x concurrency); with "
+        "`partition_by`, up to as many again that wait for their key",
         (lambda v: v is None or _int_at_least(1)[0](v), "an integer >= 1"),
     )
     partition_by: Callable[[Any], Any] | None = _option(
         None,
-        "`fn(message) -> key`: messages with the same key never run at the same time, and first "
-        "attempts run in the order they were fetched within an instance; a **retried** message "
-        "comes back after the key's later messages (it waits in the broker, not in the key's "
-        "lane), so with retries order per key is not kept (see below)",
+        "`fn(message) -> key`: within an instance, messages with the same key never run at the "
+        "same time and run in the order they were fetched, retries included (see "
+        "`partition_order`); different keys run side by side",
         (lambda v: v is None or callable(v), "callable"),
+    )
+    partition_order: PartitionOrder = _option(
+        "strict",
+        "with `partition_by`: `strict` retries (and defers) a failed message in its key's lane, "
+        "unacked, while the key's later messages wait behind it and other keys go on; `fetch` "
+        "sends it through the broker's retry path, so it comes back after the key's later "
+        "messages (see below)",
+        (lambda v: v in ("strict", "fetch"), "'strict' or 'fetch'"),
     )
     max_retries: int = _option(
         3, "retries after the first failure; then the message is dead-lettered", _int_at_least(0)
@@ -185,6 +196,14 @@ class ConsumerOptions:
         return self.prefetch
 
     @property
+    def transport_window(self) -> int:
+        """How many unsettled messages the transport may hold (AMQP ``basic.qos``). With
+        ``partition_by``, messages waiting for their key (behind a running one, or behind a
+        retry waiting in its lane) take no room from other keys, up to a second ``prefetch``:
+        the consumer itself keeps the rest within ``prefetch``."""
+        return self.prefetch_count * (1 if self.partition_by is None else 2)
+
+    @property
     def dead_letter_queue(self) -> str:
         return self.dead_letter or f"{self.queue}.dlq"
 
@@ -194,7 +213,7 @@ class ConsumerOptions:
             dead_letter=self.dead_letter_queue,
             exchange=self.exchange,
             routing_key=self.routing_key,
-            prefetch=self.prefetch_count,
+            prefetch=self.transport_window,
             queue_arguments=dict(self.queue_arguments),
         )
 
@@ -231,6 +250,7 @@ class ConsumerSettings(TypedDict, total=False):
     concurrency: int
     prefetch: int | None
     partition_by: Callable[[Any], Any] | None
+    partition_order: PartitionOrder
     max_retries: int
     max_deliveries: int
     retry_backoff_min: float

@@ -53,6 +53,15 @@ class Outcomes:
         else:
             if self._refusals.attempt:
                 self._refusals.reset()
+        self._record(job)
+
+    def wait_in_lane(self, job: Job, delay: float) -> None:
+        """``job`` failed and waits in its partition lane for its retry (strict order): counted
+        and logged as a retry, and seen by the kill switch like any outcome."""
+        self._settlement.waits_in_place(job, delay)
+        self._record(job)
+
+    def _record(self, job: Job) -> None:
         switch = self._kill_switch
         if switch is not None:
             error = job.error

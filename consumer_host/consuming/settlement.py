@@ -101,6 +101,45 @@ class Settlement:
             self._observe(job.duration)
             self._failed(delivery, error, job.attempt)
 
+    def in_place_delay(self, job: Job) -> float | None:
+        """How long ``job`` would wait for its retry or its deferral; ``None`` when it leaves
+        the queue instead (acked, rejected, out of retries)."""
+        error = job.error
+        if error is None or isinstance(error, Reject):
+            return None
+        if isinstance(error, Defer):
+            return max(0.0, float(error.seconds))
+        if job.attempt > self.options.max_retries:
+            return None
+        return self.options.retry_delay(job.attempt)
+
+    def waits_in_place(self, job: Job, delay: float) -> None:
+        """``job`` stays unacked in its partition lane and runs again after ``delay``: count it
+        and say so as a retry through the broker would be. Its delivery's attempt header goes
+        up as a retry copy's would, so the next job, a dead letter, or a Streams give-back
+        carry the right count."""
+        error = job.error
+        assert error is not None
+        delivery = job.delivery
+        delivery.headers.pop(RETRY_AT_HEADER, None)  # retried here, not held
+        if isinstance(error, Defer):
+            self.counters.deferred += 1
+            if self.debug:
+                self._log.debug("message_deferred", message_id=delivery.message_id, in_place=True)
+            return
+        self._observe(job.duration)
+        delivery.headers[ATTEMPT_HEADER] = job.attempt + 1
+        self.counters.retried += 1
+        self._log.warning(
+            "message_retrying",
+            message_id=delivery.message_id,
+            attempt=job.attempt,
+            delay=delay,
+            in_place=True,
+            error=redact_text(describe_error(error)),
+            exc_info=error if job.attempt == 1 else None,
+        )
+
     def _failed(self, delivery: Delivery, error: BaseException, attempt: int) -> None:
         if attempt > self.options.max_retries:
             self.dead_letter(delivery, error, attempt, reason="max retries exceeded")
