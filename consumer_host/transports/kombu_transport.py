@@ -6,7 +6,8 @@ On RabbitMQ deliveries are read straight from py-amqp (no kombu ``Message``, who
 raises on an unknown ``compression`` header), through a frame reader that survives properties
 py-amqp cannot parse (:mod:`.amqp_frames`); acks may come in any order (:mod:`.amqp_acks`) and
 reach the broker within ``max_ack_delay`` even while the owner thread sits in a handler: the
-heartbeat keeper thread sends due acks under the same I/O lock.
+heartbeat keeper thread sends due acks under the same I/O lock. Frames are read in bulk
+(:mod:`.amqp_reads`).
 Deliveries are built in :mod:`.kombu_deliveries`.
 """
 
@@ -25,7 +26,7 @@ from consumer_host.errors import BrokerUnavailable
 from consumer_host.message import Delivery
 from consumer_host.redaction import redact_url
 
-from . import amqp_frames
+from . import amqp_frames, amqp_reads
 from .amqp_acks import AckLedger
 from .amqp_idle import IdleWait
 from .amqp_keeper import Keeper
@@ -130,6 +131,7 @@ class KombuTransport(KombuSettling):
             conn.ensure_connection(max_retries=0)
             if self.is_amqp:
                 amqp_frames.install(conn.connection)
+                amqp_reads.install(conn.connection.transport)
             self._channel = conn.channel()
             if self.is_amqp:
                 # py-amqp would turn bodies into text using their declared encoding; the
@@ -272,8 +274,11 @@ class KombuTransport(KombuSettling):
                     conn.drain_events(timeout=0 if buffer else drain)
                     # What else has already arrived comes in the same call: a burst makes one
                     # trip through the consumer loop and one hand-off to its handlers.
-                    for _ in range(limit - len(buffer)):
-                        conn.drain_events(timeout=0)
+                    if self.is_amqp:
+                        amqp_reads.drain_ready(conn.connection, limit - len(buffer))
+                    else:
+                        for _ in range(limit - len(buffer)):
+                            conn.drain_events(timeout=0)
             self._heartbeat_check(conn)
             if self._slow_start and self._suspects_cleared(buffer):
                 self._open_up()
