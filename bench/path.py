@@ -220,9 +220,12 @@ def child(row: str, queue: str, total: int, profile: bool) -> None:
             AMQP_URL, queue, clock, prefetch=PREFETCH, concurrency=64, style="async"
         ),
     }
+    profiler = threading.Thread(target=_profile, args=(clock,), daemon=True)
     if profile:
-        threading.Thread(target=_profile, args=(clock,), daemon=True).start()
+        profiler.start()
     runs[row]()
+    if profile:
+        profiler.join(60)
     print(json.dumps(clock.report()), flush=True)
 
 
