@@ -63,8 +63,7 @@ def decode(delivery: Delivery, accepted: frozenset[str], max_body_bytes: int) ->
     if not content_type:
         raise BadMessage("missing_content_type", "the message has no content type")
     if isinstance(content_type, str):
-        # "application/json; charset=utf-8" is JSON too.
-        content_type = content_type.split(";", 1)[0].strip().lower()
+        content_type = _media_type(content_type)
     if not isinstance(content_type, str) or content_type not in accepted:
         raise BadMessage(
             "content_type_not_accepted",
@@ -81,6 +80,22 @@ def decode(delivery: Delivery, accepted: frozenset[str], max_body_bytes: int) ->
         )
     except Exception as exc:  # noqa: BLE001 - any decoder failure is the message's fault
         raise BadMessage("decode_error", f"{type(exc).__name__}: {exc}") from None
+
+
+def _media_type(content_type: str) -> str:
+    """``"application/json; charset=utf-8"`` is JSON too. Remembered for the few content types
+    a queue carries (at most :data:`_MEDIA_TYPES_KEPT`, so a hostile producer cannot grow it):
+    this runs for every message."""
+    known = _MEDIA_TYPES.get(content_type)
+    if known is None:
+        known = content_type.split(";", 1)[0].strip().lower()
+        if len(_MEDIA_TYPES) < _MEDIA_TYPES_KEPT:
+            _MEDIA_TYPES[content_type] = known
+    return known
+
+
+_MEDIA_TYPES: dict[str, str] = {}
+_MEDIA_TYPES_KEPT = 64
 
 
 def _decode_json(body: bytes) -> Any:

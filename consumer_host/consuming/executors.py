@@ -107,7 +107,10 @@ class _Finished:
 
     def put(self, job: Job) -> None:
         self._jobs.append(job)
-        self._ready.set()
+        # Event.set takes a lock and notifies: only the first of a burst needs to. A clear in
+        # take() or wait() comes before they look at the deque, so the job is seen either way.
+        if not self._ready.is_set():
+            self._ready.set()
 
     def take(self) -> list[Job]:
         if not self._jobs:

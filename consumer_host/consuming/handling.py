@@ -98,7 +98,7 @@ def run_sync(handler: Handler, job: Job, now: Callable[[], float]) -> None:
     ``instance`` and ``queue``), through structlog and stdlib logging alike."""
     job.started = now()
     job.thread_id = threading.get_ident()
-    tokens = bind_contextvars(message_id=job.delivery.message_id)
+    tokens = bind_contextvars(message_id=job.message.message_id)  # computed once, in message_for
     began = perf_counter()
     try:
         result = handler(job.message)
@@ -114,7 +114,7 @@ def run_sync(handler: Handler, job: Job, now: Callable[[], float]) -> None:
 async def run_async(handler: Handler, job: Job, now: Callable[[], float]) -> None:
     """Await an ``async def`` handler for ``job``, recording its outcome. Never raises."""
     job.started = now()
-    tokens = bind_contextvars(message_id=job.delivery.message_id)
+    tokens = bind_contextvars(message_id=job.message.message_id)  # computed once, in message_for
     began = perf_counter()
     try:
         await handler(job.message)

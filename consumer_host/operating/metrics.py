@@ -1,18 +1,22 @@
 """Prometheus metrics, read from the host's own counters when scraped.
 
-Counting stays on the hot path as plain integer increments in each consumer; this collector turns
-them into metric families at scrape time, so a message costs no metric call except the handler
-time histogram. Labels are bounded: instance names, queue names, states, never message ids.
+Counting stays on the hot path as plain integer increments in each consumer; the collectors turn
+them into metric families at scrape time, so a message costs no metric call. Handler times too
+are counted into histogram buckets by the consumer (:class:`HandlerTimes`): prometheus_client's
+``Histogram.observe`` took two locks per message, the largest metric cost of the no-op path.
+Labels are bounded: instance names, queue names, states, never message ids.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from consumer_host.consuming.killswitch import SwitchState
 from consumer_host.supervision.breaker import BreakerState
@@ -44,17 +48,59 @@ class HostMetrics:
     def __init__(self, host: HostView, version: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_HostCollector(host, version))
-        self.handler_seconds = Histogram(
-            "consumer_host_handler_seconds",
-            "Time spent in message handlers.",
-            INSTANCE_LABELS,
-            buckets=HANDLER_BUCKETS,
-            registry=self.registry,
-        )
+        self._handler_times: dict[tuple[str, str], HandlerTimes] = {}
+        self.registry.register(_HandlerTimesCollector(self._handler_times))
 
     def handler_timer(self, worker: str, instance: str) -> Callable[[float], None]:
-        """``observe(seconds)`` for one instance: the only per-message metric call."""
-        return self.handler_seconds.labels(worker=worker, worker_instance=instance).observe
+        """``observe(seconds)`` for one instance (the same counts across its restarts)."""
+        times = self._handler_times.setdefault((worker, instance), HandlerTimes())
+        return times.observe
+
+
+#: The ``le`` labels of the buckets, as prometheus_client writes them ("0.001", "1.0", "+Inf").
+_BUCKET_LABELS = tuple(
+    floatToGoString(bound)  # type: ignore[no-untyped-call]
+    for bound in (*HANDLER_BUCKETS, float("inf"))
+)
+
+
+class HandlerTimes:
+    """One instance's handler times, as counts per histogram bucket and their sum.
+
+    Observed by the instance's connection thread only (every settlement happens there), so
+    plain additions suffice; a scrape reads a copy of the counts.
+    """
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(HANDLER_BUCKETS) + 1)  # the last one: above every bound
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        # bisect_left: a time equal to a bound counts in that bucket (Prometheus' ``le``).
+        self.counts[bisect_left(HANDLER_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+
+class _HandlerTimesCollector(Collector):
+    def __init__(self, times: dict[tuple[str, str], HandlerTimes]) -> None:
+        self._times = times
+
+    def collect(self) -> Iterator[Any]:
+        family = HistogramMetricFamily(
+            "consumer_host_handler_seconds",
+            "Time spent in message handlers.",
+            labels=INSTANCE_LABELS,
+        )
+        for (worker, instance), times in list(self._times.items()):
+            counts, total = list(times.counts), times.total
+            buckets, running = [], 0
+            for label, count in zip(_BUCKET_LABELS, counts, strict=True):
+                running += count
+                buckets.append((label, running))
+            family.add_metric([worker, instance], buckets, total)
+        yield family
 
 
 class _HostCollector(Collector):

@@ -1,14 +1,13 @@
 """Consumers on kombu: RabbitMQ through py-amqp, and kombu's in-process and filesystem brokers.
 
-Retries and dead letters are copies (:mod:`.kombu_copies`), published on a second channel,
-confirmed and mandatory-routed (:mod:`.kombu_producer`), before the original is acked; on
-kombu's virtual transports a retry carries ``x-retry-at`` and the consumer holds it until then.
+Settling (acks, retries and dead letters as copies, requeues) is in :mod:`.kombu_settling`.
 
 On RabbitMQ deliveries are read straight from py-amqp (no kombu ``Message``, whose constructor
 raises on an unknown ``compression`` header), through a frame reader that survives properties
 py-amqp cannot parse (:mod:`.amqp_frames`); acks may come in any order (:mod:`.amqp_acks`) and
 reach the broker within ``max_ack_delay`` even while the owner thread sits in a handler: the
-heartbeat keeper thread sends due acks under the same I/O lock.
+heartbeat keeper thread sends due acks under the same I/O lock. Frames are read in bulk
+(:mod:`.amqp_reads`).
 Deliveries are built in :mod:`.kombu_deliveries`.
 """
 
@@ -23,11 +22,11 @@ from typing import Any
 from kombu.connection import Connection
 
 from consumer_host.clock import SYSTEM_CLOCK, Clock
-from consumer_host.errors import BrokerUnavailable, CopyRefused
-from consumer_host.message import RETRY_AT_HEADER, Delivery
+from consumer_host.errors import BrokerUnavailable
+from consumer_host.message import Delivery
 from consumer_host.redaction import redact_url
 
-from . import amqp_frames
+from . import amqp_frames, amqp_reads
 from .amqp_acks import AckLedger
 from .amqp_idle import IdleWait
 from .amqp_keeper import Keeper
@@ -38,6 +37,7 @@ from .kombu_connection import AMQP_SCHEMES, Guard, connection_options
 from .kombu_copies import Copies, declare_dead_letter_queue
 from .kombu_deliveries import from_amqp, from_kombu
 from .kombu_producer import RoutedChannel, declare_queue
+from .kombu_settling import KombuSettling
 from .suspects import SlowStart
 
 __all__ = ["AMQP_SCHEMES", "KombuTransport", "connection_options"]
@@ -45,7 +45,7 @@ __all__ = ["AMQP_SCHEMES", "KombuTransport", "connection_options"]
 _CLOSE_TIMEOUT = 2.0
 
 
-class KombuTransport:
+class KombuTransport(KombuSettling):
     """One kombu connection with a consuming channel and a confirming publishing channel."""
 
     def __init__(
@@ -131,6 +131,7 @@ class KombuTransport:
             conn.ensure_connection(max_retries=0)
             if self.is_amqp:
                 amqp_frames.install(conn.connection)
+                amqp_reads.install(conn.connection.transport)
             self._channel = conn.channel()
             if self.is_amqp:
                 # py-amqp would turn bodies into text using their declared encoding; the
@@ -184,22 +185,6 @@ class KombuTransport:
             queue=self.spec.queue, no_ack=False, callback=callback, consumer_tag=tag
         )
         return tag
-
-    def _open_up(self) -> None:
-        """After the first settlement: let up to ``prefetch`` messages in.
-
-        RabbitMQ applies a per-consumer ``basic.qos`` only to consumers that start after it, so
-        a new subscription replaces the slow-start one (subscribed before the old one is
-        cancelled: no gap). kombu's virtual channels apply a new qos at once.
-        """
-        self._slow_start = False
-        self._window.warm = True
-        self._channel.basic_qos(0, self.spec.prefetch, False)
-        if not self.is_amqp:
-            return
-        old, self._consumer_tag = self._consumer_tag, self._subscribe()
-        if old is not None:
-            self._channel.basic_cancel(old)
 
     def stop_consuming(self) -> None:
         if self._consumer_tag is not None and self._channel is not None:
@@ -289,8 +274,11 @@ class KombuTransport:
                     conn.drain_events(timeout=0 if buffer else drain)
                     # What else has already arrived comes in the same call: a burst makes one
                     # trip through the consumer loop and one hand-off to its handlers.
-                    for _ in range(limit - len(buffer)):
-                        conn.drain_events(timeout=0)
+                    if self.is_amqp:
+                        amqp_reads.drain_ready(conn.connection, limit - len(buffer))
+                    else:
+                        for _ in range(limit - len(buffer)):
+                            conn.drain_events(timeout=0)
             self._heartbeat_check(conn)
             if self._slow_start and self._suspects_cleared(buffer):
                 self._open_up()
@@ -328,89 +316,6 @@ class KombuTransport:
         conn = self._conn
         if conn is not None and conn.connection is not None:
             conn.connection.send_heartbeat()
-
-    # -- settling ---------------------------------------------------------------------------------
-
-    def ack(self, delivery: Delivery) -> None:
-        with self._translated("ack on"):
-            self._ack(delivery)
-            if self._slow_start:
-                self._settled_slowly(delivery)
-
-    def _settled_slowly(self, delivery: Delivery) -> None:
-        """In slow start: the ack goes out now (with qos 1 the broker sends nothing else until
-        it has it), and only a message delivered for the first time opens the window. While
-        redeliveries come (a crash left them unacked), they come one at a time, so a message
-        that kills the process again is the only one whose delivery count grows."""
-        self._flush_acks()
-        if delivery.first_delivery:
-            self._open_up()
-
-    def _ack(self, delivery: Delivery) -> None:
-        if not self._coalesce:
-            self._channel.basic_ack(delivery.handle)
-            return
-        ledger = self._ledger
-        ledger.finish(delivery.handle, self._clock.now())
-        if len(ledger) >= self._ack_batch:
-            self._flush_acks()
-        elif self._keeper is not None:
-            self._keeper.ack_recorded()
-
-    def _flush_acks(self) -> None:
-        """Send what the ledger says is safe to ack now (caller holds the I/O lock)."""
-        if not len(self._ledger) or self._channel is None:
-            return
-        up_to, singles = self._ledger.take()
-        channel = self._channel
-        if up_to is not None:
-            channel.basic_ack(up_to, multiple=True)
-        for tag in singles:
-            channel.basic_ack(tag)
-
-    def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
-        with self._translated("retry on"):
-            if self.is_amqp:
-                assert self._conn is not None
-                target = self._copies.retry_queue(self._conn, delay)
-            else:
-                target = self.spec.queue
-                headers = {**headers, RETRY_AT_HEADER: self._clock.wall() + delay}
-            self._copy(delivery, target, headers)
-            self._ack(delivery)
-            if self._slow_start:
-                self._settled_slowly(delivery)
-
-    def dead_letter(self, delivery: Delivery, headers: dict[str, Any]) -> None:
-        with self._translated("dead-letter on"):
-            self._copy(delivery, self.spec.dead_letter, headers)
-            self._ack(delivery)
-            if self._slow_start:
-                self._settled_slowly(delivery)
-
-    def requeue(self, deliveries: list[Delivery]) -> None:
-        """Give unstarted deliveries back. Not a settlement for slow start: nothing was done."""
-        with self._translated("requeue on"):
-            for delivery in deliveries:
-                self._give_back(delivery)
-
-    def _give_back(self, delivery: Delivery) -> None:
-        self._channel.basic_reject(delivery.handle, requeue=True)
-        if self._coalesce:
-            self._ledger.settled(delivery.handle)
-
-    def _copy(self, delivery: Delivery, target: str, headers: dict[str, Any]) -> None:
-        """Publish a copy, confirmed and routed; otherwise give the original back and raise
-        :class:`CopyRefused` (the connection stays usable)."""
-        assert self._conn is not None
-        assert self._routed is not None
-        try:
-            self._copies.publish(self._conn, self._routed, delivery, target, headers)
-        except CopyRefused:
-            self._give_back(delivery)
-            if self.is_amqp:
-                self._routed = self._copies.fresh_channel(self._conn, self._routed)
-            raise
 
     # -- inspection --------------------------------------------------------------------------------
 

@@ -15,8 +15,6 @@ from consumer_host.message import Delivery
 
 from .redis_common import dump_headers
 
-_TEXT_FIELDS = (b"content-type", b"content-encoding", b"message_id")
-
 
 def plain_url(url: str) -> str:
     """``redis+streams://h:6379/0`` -> ``redis://h:6379/0`` (and ``rediss+streams`` -> TLS)."""
@@ -43,6 +41,9 @@ def entry_fields(
     return fields
 
 
+_NO_HEADERS = b"{}"
+
+
 class _Defect(Exception):
     """An entry this module cannot read; the message is ``reason: detail``."""
 
@@ -53,7 +54,9 @@ def read_entry(
     """The delivery in one entry; ``handle`` is its id (what ``XACK`` needs)."""
     info = {"stream": stream, "group": group, "entry_id": entry_id.decode()}
     try:
-        text = {name: _text(fields, name) for name in _TEXT_FIELDS}
+        content_type = _text(fields, b"content-type")
+        content_encoding = _text(fields, b"content-encoding")
+        message_id = _text(fields, b"message_id")
         headers = _headers(fields.get(b"headers"))
         if b"body" not in fields:
             raise _Defect("missing_body: the entry has no body field")
@@ -70,11 +73,10 @@ def read_entry(
             defect=str(defect),
             handle=entry_id,
         )
-    message_id = text[b"message_id"]
     return Delivery(
         body=fields[b"body"],
-        content_type=text[b"content-type"],
-        content_encoding=text[b"content-encoding"],
+        content_type=content_type,
+        content_encoding=content_encoding,
         headers=headers,
         properties={"message_id": message_id} if message_id else {},
         delivery_info=info,
@@ -95,7 +97,7 @@ def _text(fields: dict[bytes, bytes], name: bytes) -> str | None:
 
 
 def _headers(raw: bytes | None) -> dict[str, Any]:
-    if not raw:
+    if not raw or raw == _NO_HEADERS:  # what producers write for none: no JSON to parse
         return {}
     try:
         headers = json.loads(raw.decode("utf-8"))

@@ -83,7 +83,9 @@ class SlowStart:
         return max(0, min(limit, window - self.unsettled.total()))
 
     def handed_out(self, handle: Any, delivery: Delivery | None = None) -> None:
-        self.unsettled[handle] += 1
+        # get/pop rather than Counter's ``+=`` and ``del``: those run in Python, per message.
+        unsettled = self.unsettled
+        unsettled[handle] = unsettled.get(handle, 0) + 1
         if delivery is not None:
             self.saw(delivery)
 
@@ -91,9 +93,12 @@ class SlowStart:
         """``counts=False`` for deliveries given back unstarted; ``True`` when this opens the
         window now (a message delivered for the first time settled)."""
         handle = delivery.handle
-        self.unsettled[handle] -= 1
-        if self.unsettled[handle] <= 0:
-            del self.unsettled[handle]
+        unsettled = self.unsettled
+        left = unsettled.get(handle, 0) - 1
+        if left > 0:
+            unsettled[handle] = left
+        else:
+            unsettled.pop(handle, None)
         if counts and delivery.first_delivery and not self.warm:
             self.warm = True
             return True

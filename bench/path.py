@@ -1,0 +1,333 @@
+"""The per-message path without I/O (issue 24, point 3): ``python -m bench.path``.
+
+Each row consumes N pre-published small JSON messages with a no-op handler, in a fresh process,
+and reports msg/s and CPU per message from the first handled message to the N-th (start-up
+excluded). The raw loops are the ceilings the host is held against:
+
+* ``raw kombu``: kombu ``Consumer``, decode, one ``message.ack()`` per message;
+* ``raw py-amqp, multiple acks``: py-amqp alone, decode, one ``basic.ack(multiple)`` per
+  ``prefetch / 2`` messages (what the host's coalesced acks do at best);
+* ``raw streams``: XREADGROUP ``prefetch`` entries, decode, one XACK per batch;
+* ``raw kombu + 64 threads``: a connection thread hands messages to 64 threads and acks what
+  they hand back, the minimal threaded loop beside the host's ``concurrency=64`` threads.
+
+    python -m bench.path --n 20000                 # every row, one round each
+    python -m bench.path --rows host-amqp --profile  # yappi, every thread
+
+Nothing here is asserted: speed figures go in bench/PATH.md, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import queue as queues
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+STREAMS_URL = "redis+streams://127.0.0.1:6379/0"
+PREFETCH = 100
+BODY = {"id": 0, "order": "A-1000", "amount": 12.5, "items": [1, 2, 3]}
+
+#: row name -> (broker, child kind)
+ROWS = {
+    "raw-kombu": ("amqp", "raw kombu, per-message acks"),
+    "raw-amqp": ("amqp", "raw py-amqp, multiple acks"),
+    "host-amqp": ("amqp", "consumer-host pool 1, coalesced acks"),
+    "raw-streams": ("streams", "raw redis-py XREADGROUP/XACK"),
+    "host-streams": ("streams", "consumer-host pool 1"),
+    "raw-threads": ("amqp", "raw kombu + 64 threads"),
+    "host-threads": ("amqp", "consumer-host threads, concurrency=64"),
+    "host-async": ("amqp", "consumer-host async, concurrency=64"),
+}
+
+
+class Clockwork:
+    """Counts handled messages; notes wall and CPU time at the first and the N-th."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.count = 0
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.started = threading.Event()
+        self.first = (0.0, 0.0)
+        self.last = (0.0, 0.0)
+
+    def tick(self) -> None:
+        with self.lock:
+            self.count += 1
+            if self.count == 1:
+                self.first = (time.perf_counter(), _cpu())
+                self.started.set()
+            if self.count == self.total:
+                self.last = (time.perf_counter(), _cpu())
+                self.done.set()
+
+    def report(self) -> dict[str, Any]:
+        seconds = self.last[0] - self.first[0]
+        return {
+            "rate": (self.total - 1) / seconds,
+            "cpu_us_per_msg": (self.last[1] - self.first[1]) / (self.total - 1) * 1e6,
+        }
+
+
+def _cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+# -- the contestants, each in its own process ---------------------------------------------------
+
+
+def raw_kombu(queue: str, clock: Clockwork) -> None:
+    from kombu import Connection, Consumer, Queue
+
+    def on_message(body: Any, message: Any) -> None:
+        message.ack()
+        clock.tick()
+
+    with Connection(AMQP_URL) as conn:
+        consumer = Consumer(
+            conn.channel(),
+            [Queue(queue, routing_key=queue, durable=True)],
+            callbacks=[on_message],
+            accept=["json"],
+            prefetch_count=PREFETCH,
+        )
+        with consumer:
+            _drain(conn, clock)
+
+
+def raw_amqp(queue: str, clock: Clockwork) -> None:
+    import amqp
+
+    every = PREFETCH // 2
+    conn = amqp.Connection("127.0.0.1:5672", userid="guest", password="guest")  # noqa: S106
+    conn.connect()
+    channel = conn.channel()
+    channel.basic_qos(0, PREFETCH, False)
+    seen = [0]
+
+    def on_message(message: Any) -> None:
+        json.loads(message.body)
+        seen[0] += 1
+        if seen[0] % every == 0 or seen[0] == clock.total:
+            channel.basic_ack(message.delivery_tag, multiple=True)
+        clock.tick()
+
+    channel.basic_consume(queue, callback=on_message)
+    _drain(conn, clock)
+    conn.close()
+
+
+def raw_streams(queue: str, clock: Clockwork) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    with contextlib.suppress(redis.ResponseError):  # the group exists already
+        client.xgroup_create(queue, queue, id="0", mkstream=True)
+    while not clock.done.is_set():
+        reply = client.xreadgroup(queue, "raw", {queue: ">"}, count=PREFETCH, block=1000)
+        for _stream, entries in reply or ():
+            ids = []
+            for entry_id, fields in entries:
+                json.loads(fields[b"body"])
+                ids.append(entry_id)
+                clock.tick()
+            client.xack(queue, queue, *ids)
+
+
+def raw_threads(queue: str, clock: Clockwork) -> None:
+    from kombu import Connection, Consumer, Queue
+
+    work: queues.SimpleQueue[Any] = queues.SimpleQueue()
+    finished: queues.SimpleQueue[Any] = queues.SimpleQueue()
+
+    def worker() -> None:
+        while (message := work.get()) is not None:
+            json.loads(message.body)
+            clock.tick()
+            finished.put(message)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(64)]
+    for thread in threads:
+        thread.start()
+    with Connection(AMQP_URL) as conn:
+        consumer = Consumer(
+            conn.channel(),
+            [Queue(queue, routing_key=queue, durable=True)],
+            on_message=work.put,  # decoded in the worker threads, as the host does
+            prefetch_count=PREFETCH,
+        )
+        with consumer:
+            while not clock.done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    conn.drain_events(timeout=0.005)
+                with contextlib.suppress(queues.Empty):
+                    while True:
+                        finished.get_nowait().ack()
+    for _ in threads:
+        work.put(None)
+
+
+def host(url: str, queue: str, clock: Clockwork, **options: Any) -> None:
+    from consumer_host import Host
+    from consumer_host.operating.logs import configure_logging
+    from consumer_host.transports.broker import BrokerChoice
+
+    configure_logging("json", "warning")  # as `consumer-host run --log-level warning`
+    app = Host("bench")
+    app.use_broker(BrokerChoice(url, "bench"))
+    if options.pop("style", "sync") == "async":
+
+        async def handle(message: Any) -> None:
+            clock.tick()
+
+        app.consumer("bench", queue=queue, **options)(handle)
+    else:
+        app.consumer("bench", queue=queue, **options)(lambda message: clock.tick())
+    app.start()
+    clock.done.wait(600)
+    app.stop(10)
+
+
+def _drain(conn: Any, clock: Clockwork) -> None:
+    while not clock.done.is_set():
+        with contextlib.suppress(TimeoutError):
+            conn.drain_events(timeout=1)
+
+
+def child(row: str, queue: str, total: int, profile: bool) -> None:
+    clock = Clockwork(total)
+    runs = {
+        "raw-kombu": lambda: raw_kombu(queue, clock),
+        "raw-amqp": lambda: raw_amqp(queue, clock),
+        "raw-streams": lambda: raw_streams(queue, clock),
+        "raw-threads": lambda: raw_threads(queue, clock),
+        "host-amqp": lambda: host(AMQP_URL, queue, clock, prefetch=PREFETCH),
+        "host-streams": lambda: host(STREAMS_URL, queue, clock, prefetch=PREFETCH),
+        "host-threads": lambda: host(AMQP_URL, queue, clock, prefetch=PREFETCH, concurrency=64),
+        "host-async": lambda: host(
+            AMQP_URL, queue, clock, prefetch=PREFETCH, concurrency=64, style="async"
+        ),
+    }
+    profiler = threading.Thread(target=_profile, args=(clock,), daemon=True)
+    if profile:
+        profiler.start()
+    runs[row]()
+    if profile:
+        profiler.join(60)
+    print(json.dumps(clock.report()), flush=True)
+
+
+def _profile(clock: Clockwork, top: int = 45) -> None:
+    """yappi (CPU clock, every thread) from the first handled message to the N-th, printed to
+    stderr in microseconds per message. ``pip install yappi`` first; the figures are slower."""
+    import yappi
+
+    clock.started.wait()
+    yappi.set_clock_type("cpu")
+    yappi.start()
+    clock.done.wait()
+    yappi.stop()
+    rows = list(yappi.get_func_stats())
+    per = 1e6 / clock.total
+    out = [f"yappi: {sum(r.tsub for r in rows) * per:.0f} us/msg seen"]
+    for title, key in (("own time", "tsub"), ("total time", "ttot")):
+        out.append(f"-- by {title}, us per message --")
+        for r in sorted(rows, key=lambda r: getattr(r, key), reverse=True)[:top]:
+            where = f"{os.path.basename(r.module)}:{r.lineno}"
+            calls = r.ncall / clock.total
+            out.append(f"{getattr(r, key) * per:8.1f} {calls:6.2f}/msg {r.name[:50]:50} {where}")
+    sys.stderr.write("\n".join(out) + "\n")
+
+
+# -- the parent: publish, run, purge --------------------------------------------------------------
+
+
+def publish(broker: str, queue: str, n: int) -> None:
+    import redis
+    from kombu import Connection, Producer, Queue
+
+    if broker == "streams":
+        from consumer_host.transports.redis_streams import entry_fields
+
+        pipe = redis.Redis.from_url(REDIS_URL).pipeline(transaction=False)
+        for i in range(n):
+            body = json.dumps({**BODY, "id": i}).encode()
+            pipe.xadd(queue, entry_fields(body, "application/json", "utf-8", {}, str(i)))
+            if len(pipe) >= 1000:
+                pipe.execute()
+        pipe.execute()
+        return
+    with Connection(AMQP_URL) as conn:
+        channel = conn.channel()
+        Queue(queue, routing_key=queue, durable=True).bind(channel).declare()
+        producer = Producer(channel)
+        for i in range(n):
+            producer.publish(
+                {**BODY, "id": i}, routing_key=queue, serializer="json", delivery_mode=2
+            )
+
+
+def purge(broker: str, queue: str) -> None:
+    import redis
+    from kombu import Connection
+
+    if broker == "streams":
+        client = redis.Redis.from_url(REDIS_URL)
+        client.delete(queue, f"{queue}.dlq", *client.keys(f"consumer-host:{queue}:*"))
+        return
+    with Connection(AMQP_URL) as conn:
+        for name in (queue, f"{queue}.dlq"):
+            with contextlib.suppress(Exception):
+                conn.channel().queue_delete(name)
+
+
+def run_row(row: str, n: int, profile: bool) -> dict[str, Any]:
+    broker = ROWS[row][0]
+    queue = f"bench-path-{uuid.uuid4().hex[:8]}"
+    try:
+        publish(broker, queue, n)
+        command = [sys.executable, "-m", "bench.path", "--child", row, queue, str(n)]
+        if profile:
+            command.append("--profile")
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+        if profile:
+            sys.stderr.write(done.stderr)
+        lines = done.stdout.strip().splitlines()
+        if done.returncode or not lines:
+            raise SystemExit(f"{row} failed:\n{done.stderr[-3000:]}")
+        return dict(json.loads(lines[-1]))
+    finally:
+        purge(broker, queue)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.path")
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--profile", action="store_true", help="yappi on each row's process")
+    parser.add_argument("--child", nargs=3, metavar=("ROW", "QUEUE", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        row, queue, total = args.child
+        child(row, queue, int(total), args.profile)
+        return
+    print(f"| row | msg/s | CPU us/msg |  (N={args.n}, prefetch {PREFETCH}, one run each)")
+    for row in args.rows.split(","):
+        report = run_row(row, args.n, args.profile)
+        print(f"| {ROWS[row][1]} | {report['rate']:,.0f} | {report['cpu_us_per_msg']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
