@@ -287,8 +287,10 @@ def render(rows: list[dict[str, Any]], n: int, repeats: int) -> str:
         "",
         f"`python -m bench --n {n}` on {datetime.now(UTC):%Y-%m-%d}, "
         f"{platform.machine()}, {platform.system()}; brokers on the same machine (loopback).",
-        f"Each figure: median of {repeats} runs of {n:,} small JSON messages (min and max in "
-        "brackets), prefetch 100, counted from the first handled message to the last ack.",
+        f"Each figure: median of {repeats} interleaved rounds (every contestant once per round) "
+        f"of {n:,} small JSON messages (min and max in brackets), prefetch 100, counted from the "
+        f"first handled message to the last; load average at the end {_load()} (2 cores shared "
+        "with both brokers and other work).",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
         "",
@@ -325,6 +327,10 @@ def render(rows: list[dict[str, Any]], n: int, repeats: int) -> str:
         "does not speak Streams), so 'vs raw kombu' is against the XREADGROUP loop.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _load() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def _times(ratio: float | None) -> str:
