@@ -40,7 +40,9 @@ class Contestant:
     """One row: how to publish for it and how to start it."""
 
     name: str
-    kind: str  # "consumer-host", "dramatiq", "celery", or "alone" (no broker: the ceiling)
+    #: "consumer-host", "dramatiq", "celery", "alone" (no broker: the ceiling) or "minimal"
+    #: (the least kombu code that does the job: bench/minimal.py, the per-message ceiling)
+    kind: str
     style: str = "sync"  # consumer-host: "sync" or "async"
     pool: int = 1
     concurrency: int = 1
@@ -68,6 +70,8 @@ class Contestant:
             return [*command, "--processes", str(self.processes)] if self.processes > 1 else command
         if self.kind == "alone":
             return [*python, "bench.alone"]
+        if self.kind == "minimal":
+            return [*python, "bench.minimal"]
         if self.kind == "dramatiq":
             return [
                 *python,
@@ -114,10 +118,16 @@ class Outcome:
     log_tail: str = ""  # the contestant's last output, when it failed
 
 
+MINIMAL_ASYNC = "ceiling: minimal kombu + asyncio loop, 64 in flight"
+MINIMAL_THREADS = "ceiling: minimal kombu + 64 threads loop"
+
+
 def io_contestants() -> list[Contestant]:
     return [
         Contestant("no broker: 64 asyncio tasks alone (ceiling)", "alone", "async", 1, 64),
         Contestant("no broker: 64 threads alone (ceiling)", "alone", "sync", 1, 64),
+        Contestant(MINIMAL_ASYNC, "minimal", "async", 1, 64),
+        Contestant(MINIMAL_THREADS, "minimal", "sync", 1, 64),
         Contestant("consumer-host async, pool 1 x concurrency 64", "consumer-host", "async", 1, 64),
         Contestant("consumer-host sync, pool 1 x concurrency 64", "consumer-host", "sync", 1, 64),
         Contestant(

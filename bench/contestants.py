@@ -104,6 +104,85 @@ def raw_streams(url: str, queue: str, total: int, prefetch: int) -> dict[str, An
     return clock.report()
 
 
+def raw_pyamqp(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]:
+    """The leanest AMQP loop: py-amqp basic_consume, decode, one ack(multiple) per half prefetch."""
+    import amqp
+
+    clock = Clockwork(total)
+    every = max(1, prefetch // 2)
+    unacked = [0]
+    parsed = amqp_arguments(url)
+    with amqp.Connection(**parsed) as conn:
+        channel = conn.channel()
+        channel.basic_qos(0, prefetch, False)
+
+        def on_message(message: Any) -> None:
+            json.loads(message.body)
+            clock.tick()
+            unacked[0] += 1
+            if unacked[0] >= every or clock.done.is_set():
+                channel.basic_ack(message.delivery_tag, multiple=True)
+                unacked[0] = 0
+
+        channel.basic_consume(queue, callback=on_message)
+        while not clock.done.is_set():
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=1)
+    return clock.report()
+
+
+def amqp_arguments(url: str) -> dict[str, Any]:
+    """py-amqp's connection arguments for an ``amqp://user:password@host:port/vhost`` URL."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    vhost = unquote(parts.path[1:]) or "/"
+    return {
+        "host": f"{parts.hostname}:{parts.port or 5672}",
+        "userid": unquote(parts.username or "guest"),
+        "password": unquote(parts.password or "guest"),
+        "virtual_host": vhost,
+    }
+
+
+def raw_lists(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]:
+    """A plain redis-py reliable-queue loop on a list, as lean as it gets by hand.
+
+    ``BLMOVE`` one entry to a processing list, ``LMOVE`` up to ``prefetch - 1`` more in one
+    pipeline, decode each, then ``LREM`` the batch from the processing list in one pipeline.
+    The entries are kombu's Redis envelopes (what consumer-host reads too): JSON, body base64.
+    """
+    import base64
+
+    import redis
+
+    clock = Clockwork(total)
+    client = redis.Redis.from_url(url)
+    processing = f"{queue}.raw-processing"
+    try:
+        while not clock.done.is_set():
+            first = client.blmove(queue, processing, 1, "RIGHT", "LEFT")
+            if first is None:
+                continue
+            pipe = client.pipeline(transaction=False)
+            for _ in range(prefetch - 1):
+                pipe.lmove(queue, processing, "RIGHT", "LEFT")
+            batch = [first, *(raw for raw in pipe.execute() if raw is not None)]
+            for raw in batch:
+                envelope = json.loads(raw)
+                body = envelope["body"]
+                if envelope.get("properties", {}).get("body_encoding") == "base64":
+                    body = base64.b64decode(body)
+                json.loads(body)
+                clock.tick()
+            for raw in batch:
+                pipe.lrem(processing, -1, raw)
+            pipe.execute()
+    finally:
+        client.delete(processing)
+    return clock.report()
+
+
 def _run_host(url: str, total: int, register: Any) -> dict[str, Any]:
     """Run a host whose one registration (``register(host, clock)``) ticks the clock."""
     from consumer_host import Host
@@ -185,6 +264,10 @@ def main() -> None:
         report = raw_streams(url, queue, n, p)
     elif kind == "raw-kombu":
         report = raw_kombu(url, queue, n, p)
+    elif kind == "raw-pyamqp":
+        report = raw_pyamqp(url, queue, n, p)
+    elif kind == "raw-lists":
+        report = raw_lists(url, queue, n, p)
     elif kind == "consumer-host":
         report = consumer_host(url, queue, n, p, int(rest[0]), coalesce=rest[1] == "coalesce")
     elif kind == "celery":

@@ -140,7 +140,12 @@ def _latencies(url: str, queue: str, marks: redis.Redis, key: str, settle: float
 
 def _cleanup(broker: str, queue: str, consumers: int, marks: redis.Redis, key: str) -> None:
     marks.delete(key)
-    names = [f"{queue}-{index}" for index in range(consumers)]
+    cleanup(broker, queue, consumers)
+
+
+def cleanup(broker: str, queue: str, count: int) -> None:
+    """Delete ``queue-0`` .. ``queue-{count-1}``, their dead letters and consumer-host's keys."""
+    names = [f"{queue}-{index}" for index in range(count)]
     if broker == "amqp":
         from kombu import Connection
 
@@ -152,6 +157,7 @@ def _cleanup(broker: str, queue: str, consumers: int, marks: redis.Redis, key: s
                     except Exception:
                         continue
         return
+    marks = redis.Redis.from_url(REDIS_URL)
     for name in names:
         marks.delete(name, f"{name}.dlq")
         for found in marks.scan_iter(f"consumer-host:{name}:*"):
