@@ -8,7 +8,7 @@ import time
 import pytest
 from kombu import Producer
 
-from consumer_host.errors import CopyRefused
+from consumer_host.errors import BrokerUnavailable, CopyRefused
 from consumer_host.testing import FakeClock
 from consumer_host.transports.base import QueueSpec
 from consumer_host.transports.kombu_transport import KombuTransport
@@ -284,5 +284,21 @@ def test_with_heartbeats_off_a_finished_ack_still_goes_within_50_ms(amqp_broker)
         transport.ack(got.pop())  # coalesced: due in 50 ms
         # The owner now sits in a long handler: no fetch. Only the keeper can send it.
         wait_until(lambda: rabbit_unacked(queue) == 0 and amqp_broker.depth(queue) == 0, 5)
+    finally:
+        transport.close()
+
+
+def test_a_lost_connection_is_reported_not_silently_opened_again(amqp_broker, queue):
+    """py-amqp marks a connection lost after a failed write; kombu's ``Connection.connection``
+    would then open a new one without our queue, QoS or subscription."""
+    transport = transport_for(amqp_broker, queue)
+    try:
+        lost = transport._conn.connection  # the py-amqp connection of this consume
+        lost.transport.connected = False  # what a failed heartbeat write leaves behind
+        with pytest.raises(BrokerUnavailable):
+            transport.fetch(0.1)
+        with pytest.raises(BrokerUnavailable):
+            transport.watch()
+        assert transport._conn._connection is lost, "no second connection was opened"
     finally:
         transport.close()

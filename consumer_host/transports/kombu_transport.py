@@ -66,6 +66,7 @@ class KombuTransport(KombuSettling):
         self.delays_retries = self.is_amqp
         self._clock = clock
         self._heartbeat = heartbeat if self.is_amqp else 0.0
+        self._instance = instance
         self._options = connection_options(
             url, heartbeat=heartbeat, connect_timeout=connect_timeout, instance=instance
         )
@@ -113,7 +114,10 @@ class KombuTransport(KombuSettling):
     def _connect_node(self, node: str) -> None:
         if node != self.url:  # a failover URL: this node's own options (its TLS server name)
             self._options = connection_options(
-                node, heartbeat=self._heartbeat, connect_timeout=self._connect_timeout
+                node,
+                heartbeat=self._heartbeat,
+                connect_timeout=self._connect_timeout,
+                instance=self._instance,
             )
         conn = Connection(node, **self._options)
         self._conn = conn
@@ -200,10 +204,11 @@ class KombuTransport(KombuSettling):
             return
         self._stop_keeper()
         with self._io, suppress(Exception):  # a failing close still leaves us disconnected
-            sock = getattr(getattr(conn.connection, "transport", None), "sock", None)
-            if sock is not None:
-                sock.settimeout(_CLOSE_TIMEOUT)
-            self._flush_acks()
+            if conn.connected:  # (conn.connection would open a lost one again)
+                sock = getattr(getattr(conn.connection, "transport", None), "sock", None)
+                if sock is not None:
+                    sock.settimeout(_CLOSE_TIMEOUT)
+                self._flush_acks()
             conn.release()
         self._forget()
         with suppress(Exception):
@@ -254,10 +259,17 @@ class KombuTransport(KombuSettling):
         """A kombu message from a virtual transport (memory, filesystem)."""
         self._buffer.append(from_kombu(message))
 
-    def fetch(self, timeout: float, limit: int = 1_000) -> list[Delivery]:
+    def _live(self) -> Connection:
+        """The connection, or :class:`BrokerUnavailable` once it is lost. Checked before each
+        use: kombu's ``Connection.connection`` would silently open a new one after a failed
+        write, without our queue, QoS or subscription, and the consumer would wait on it."""
         conn = self._conn
-        if conn is None:
-            raise BrokerUnavailable(f"not connected to {redact_url(self.url)}")
+        if conn is None or not conn.connected:
+            raise BrokerUnavailable(f"not connected to {redact_url(self._guard.url)}")
+        return conn
+
+    def fetch(self, timeout: float, limit: int = 1_000) -> list[Delivery]:
+        conn = self._live()
         buffer = self._buffer
         with self._translated("read from"):
             since = self._ledger.first_finished_at
@@ -289,9 +301,7 @@ class KombuTransport(KombuSettling):
 
     def watch(self) -> None:
         """Paused: read what arrived (heartbeats) and check them (see consuming/paused_watch)."""
-        conn = self._conn
-        if conn is None:
-            raise BrokerUnavailable(f"not connected to {redact_url(self.url)}")
+        conn = self._live()
         with self._translated("watch"):
             with suppress(TimeoutError):
                 conn.drain_events(timeout=0)
@@ -314,7 +324,7 @@ class KombuTransport(KombuSettling):
     def _send_heartbeat(self) -> None:
         """From the keeper, under the I/O lock."""
         conn = self._conn
-        if conn is not None and conn.connection is not None:
+        if conn is not None and conn.connected:  # a lost one is the consumer thread's to see
             conn.connection.send_heartbeat()
 
     # -- inspection --------------------------------------------------------------------------------
