@@ -25,7 +25,7 @@ _READABLE = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 
 
 class IdleWait:
-    """One wake socket pair per transport, made when first needed."""
+    """One wake socket pair per transport, made when first needed (by a wait or a wake)."""
 
     def __init__(self, heartbeat: float) -> None:
         self.longest = min(IDLE_WAIT, heartbeat / 4) if heartbeat else IDLE_WAIT
@@ -35,11 +35,16 @@ class IdleWait:
     def wake(self) -> None:
         """End the current (or the next) idle wait; from any thread."""
         with self._lock:
-            pair = self._pair
-            if pair is None:
-                return
+            _, sender = self._opened()
             with suppress(OSError):  # full (a wake is pending anyway) or closed
-                pair[1].send(b"\0")
+                sender.send(b"\0")
+
+    def close(self) -> None:
+        """Close the pair (the transport closed); the next wait or wake makes a new one."""
+        with self._lock:
+            pair, self._pair = self._pair, None
+        for end in pair or ():
+            end.close()
 
     def wait(self, connection: Any, timeout: float) -> float | None:
         """Wait until the AMQP socket has something to read, a wake or the timeout: ``None``
@@ -67,9 +72,13 @@ class IdleWait:
 
     def _receiver(self) -> socket.socket:
         with self._lock:
-            if self._pair is None:
-                receiver, sender = socket.socketpair()
-                receiver.setblocking(False)
-                sender.setblocking(False)
-                self._pair = (receiver, sender)
-            return self._pair[0]
+            return self._opened()[0]
+
+    def _opened(self) -> tuple[socket.socket, socket.socket]:
+        """The pair, made now if needed (caller holds the lock)."""
+        if self._pair is None:
+            receiver, sender = socket.socketpair()
+            receiver.setblocking(False)
+            sender.setblocking(False)
+            self._pair = (receiver, sender)
+        return self._pair

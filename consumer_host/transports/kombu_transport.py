@@ -211,6 +211,8 @@ class KombuTransport(KombuSettling):
                 self._flush_acks()
             conn.release()
         self._forget()
+        if self._idle is not None:
+            self._idle.close()
         with suppress(Exception):
             conn.collect()
 
