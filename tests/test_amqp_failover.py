@@ -286,3 +286,15 @@ def _delete(*queues: str) -> None:
             check=False,
             timeout=60,
         )
+
+
+def test_one_node_shows_no_node():
+    require("amqp")
+    queue = f"fo-{uuid.uuid4().hex[:8]}"
+    transport = KombuTransport(AMQP_URL, QueueSpec(queue=queue, dead_letter=f"{queue}.dlq"))
+    try:
+        transport.connect()
+        assert transport.node is None  # /status and the connect lines name the broker already
+    finally:
+        transport.close()
+        _delete(queue, f"{queue}.dlq")

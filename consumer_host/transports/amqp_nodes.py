@@ -65,9 +65,10 @@ class NodeRotation:
 
     @property
     def masked_node(self) -> str:
-        """The node connected to now, password masked; empty when not connected."""
+        """The node connected to now, password masked; empty when not connected or on one
+        node (every line names the broker already)."""
         node = self.node
-        return "" if node is None else redact_url(node)
+        return "" if node is None or not self.clustered else redact_url(node)
 
     def round(self) -> list[int]:
         """The indexes of the nodes to try, in order: the preferred start first, a node lost
