@@ -1,5 +1,6 @@
-"""Which redis-py errors mean "a failover is under way": read by exception class, never by the
-message text (redis-py strips the error code from the text of the errors it maps to a class).
+"""Which redis-py errors mean "a failover is under way": read by exception class (redis-py
+strips the error code from the text of the errors it maps to a class); by the error code only
+inside a script's error, which redis-py leaves a plain ``ResponseError``.
 
 These are temporary by nature: a replica being promoted (MASTERDOWN, CLUSTERDOWN, TRYAGAIN),
 a connection still pointing at a primary that was demoted (READONLY), a node loading its data
