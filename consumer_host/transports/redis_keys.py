@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from redis.crc import key_slot
-
 from consumer_host.errors import ConfigError
 
 from .base import QueueSpec
@@ -42,10 +40,18 @@ def cluster_spec(url: str, spec: QueueSpec) -> QueueSpec:
     """``spec`` with the dead-letter key named for ``url``'s topology. On a cluster a
     dead-letter key outside the queue's slot is refused: every dead-letter copy would fail."""
     named = dead_letter_key(url, spec.queue, spec.dead_letter)
-    if on_cluster(url) and key_slot(named.encode()) != key_slot(spec.queue.encode()):
+    if on_cluster(url) and not _same_slot(named, spec.queue):
         raise ConfigError(
             f"queue {spec.queue!r}: on a Redis Cluster the dead-letter key must share the "
             f"queue's slot; name it with the queue as hash tag, e.g. '{{{spec.queue}}}.failed' "
             f"(got {spec.dead_letter!r})"
         )
     return spec if named == spec.dead_letter else dataclasses.replace(spec, dead_letter=named)
+
+
+def _same_slot(key: str, other: str) -> bool:
+    # Imported here: importing redis imports OpenTelemetry when it is installed, which
+    # ``import consumer_host`` must not (tests/test_otel.py).
+    from redis.crc import key_slot
+
+    return bool(key_slot(key.encode()) == key_slot(other.encode()))

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote
 
-from redis.connection import URL_QUERY_ARGUMENT_PARSERS
-
 from consumer_host.errors import ConfigError
 from consumer_host.redaction import redact_text
 
@@ -141,6 +139,10 @@ def _db(path: str) -> int:
 def typed_option(name: str, value: str) -> Any:
     """A URL query option as redis-py's ``from_url`` reads it (``health_check_interval=5`` is
     an int, ``socket_keepalive=yes`` a bool); names redis-py does not type stay strings."""
+    # Imported here: importing redis imports OpenTelemetry when it is installed, which
+    # ``import consumer_host`` must not (tests/test_otel.py).
+    from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+
     parse: Callable[[str], Any] | None = URL_QUERY_ARGUMENT_PARSERS.get(name)  # type: ignore[assignment]
     return value if parse is None else parse(value)
 
