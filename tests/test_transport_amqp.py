@@ -11,6 +11,7 @@ from kombu import Producer
 from consumer_host.errors import BrokerUnavailable, CopyRefused
 from consumer_host.testing import FakeClock
 from consumer_host.transports.base import QueueSpec
+from consumer_host.transports.kombu_producer import KombuProducer
 from consumer_host.transports.kombu_transport import KombuTransport
 from consumer_host.transports.suspects import SUSPECT_GRACE
 
@@ -233,6 +234,30 @@ def test_after_a_refused_copy_the_next_goes_out_on_a_new_channel(amqp_broker, qu
     amqp_broker.queues.update({f"{queue}.dlq", f"{queue}.retry.60000"})
     assert amqp_broker.depth(f"{queue}.retry.60000") == 1
     assert bodies(amqp_broker, queue) == [b'{"n": 1}']  # the refused original, given back
+
+
+def test_after_a_refused_publish_the_producer_uses_a_new_channel(amqp_broker, queue):
+    """As for copies: Publisher and Host.publish go on, after a nack, on a new channel."""
+    amqp_broker.conn.channel().queue_declare(
+        queue=f"{queue}.full",
+        durable=True,
+        auto_delete=False,
+        arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+    )
+    amqp_broker.queues.update({f"{queue}.full"})
+    producer = KombuProducer(amqp_broker.url)
+    message = {"content_type": "application/json", "content_encoding": "utf-8", "headers": {}}
+    try:
+        producer.publish(queue, b'{"n": 1}', message_id="m1", **message)
+        refused_on = producer._routed.channel
+        with pytest.raises(CopyRefused, match="nacked"):
+            producer.publish(f"{queue}.full", b'{"n": 2}', message_id="m2", **message)
+        assert producer._routed.channel is not refused_on
+        assert not refused_on.is_open
+        producer.publish(queue, b'{"n": 3}', message_id="m3", **message)
+    finally:
+        producer.close()
+    assert bodies(amqp_broker, queue) == [b'{"n": 1}', b'{"n": 3}']
 
 
 def test_an_existing_quorum_queue_is_consumed_with_delivery_counts(amqp_broker, queue):

@@ -7,7 +7,6 @@ no TTLs, so there the copy goes straight back to ``<queue>`` (the caller adds ``
 
 from __future__ import annotations
 
-from contextlib import suppress
 from typing import Any
 
 from kombu.connection import Connection
@@ -15,7 +14,7 @@ from kombu.connection import Connection
 from consumer_host.message import COPIED_PROPERTIES, Delivery
 
 from .base import Place, QueueSpec
-from .kombu_producer import RoutedChannel, declare_queue, deliver, encodable_headers
+from .kombu_producer import RoutedChannel, declare_queue, deliver, encodable_headers, renewed
 
 
 def copy_queue_arguments(spec: QueueSpec) -> dict[str, Any]:
@@ -73,14 +72,9 @@ class Copies:
         declare_queue(conn, name, arguments=arguments)
 
     def fresh_channel(self, conn: Connection, refused: RoutedChannel) -> RoutedChannel:
-        """A new publishing channel in place of one whose copy was refused. RabbitMQ 3.10
-        keeps what it knows of a quorum queue's leader per channel: a channel that first
-        published to the retry queue while its leader's node was down was refused (nacks) until
-        that node came back (7-13 s in tests/cluster), while copies on a new channel were
-        accepted once the new leader was elected (within 0.5 s)."""
-        with suppress(Exception):  # the old channel is dropped either way
-            refused.channel.close()
-        return RoutedChannel(conn.channel(), amqp_broker=True)
+        """A new publishing channel in place of one whose copy was refused: a refusing channel
+        may go on refusing while another is accepted (see :func:`.kombu_producer.renewed`)."""
+        return renewed(conn, refused)
 
     def publish(
         self,

@@ -190,7 +190,7 @@ def test_retries_survive_the_loss_of_their_queues_node(rabbit: RabbitCluster, ru
     1 dies mid-run. Quorum copies (at-least-once dead-lettering back to the queue) lose nothing.
     Issue 22, two defects this test found: (1) a publishing channel that met the retry queue
     while its leader was down was refused until node 1 came back (7-13 s; the consumer backed
-    off at each refusal and handled again only 3.6-6.9 s after the kill), so a refusal now
+    off at each refusal and handled again only 3.2-7.8 s after the kill), so a refusal now
     replaces the channel; (2) each refused original goes back to the queue, and RabbitMQ 3.10
     counts every give-back in ``x-delivery-count``: those must not add up to ``max_deliveries``
     (5) and send the message to the ``.dlq``. Classic copy queues on node 1 would refuse every
