@@ -214,7 +214,7 @@ def test_a_drain_past_the_deadline_exits_3(parents):
 
 def test_one_drain_timeout_the_children_drain_for_their_share_of_it(parents):
     """The parent and its children log the same drain_timeout (the whole stop); each child
-    drains for its share, is SIGKILLed at it, and the parent's own stop fits the rest."""
+    drains for its share, and the parent's own stop fits the rest."""
     parent = Parent(
         str(APPS / "lifecycle.py"),
         "--processes",
@@ -231,7 +231,11 @@ def test_one_drain_timeout_the_children_drain_for_their_share_of_it(parents):
     children = [e for e in draining if "process" in e]
     assert len(children) == 2
     assert {e["process_drain_timeout"] for e in children} == {DrainBudget(4).child} == {3.2}
-    assert len(parent.events("process_killed")) == 2
+    # Each child ends its own drain at its share (exit 3) or, still running half a margin
+    # later, is SIGKILLed: either way it is accounted for.
+    killed = {e["process"] for e in parent.events("process_killed")}
+    gave_up = {e["process"] for e in parent.events("drain_deadline_passed") if "process" in e}
+    assert killed | gave_up == {1, 2}, parent.output
     late = [e for e in parent.events("drain_deadline_passed") if "process" not in e]
     assert late == [], "the parent reaped every child within the drain timeout"
 
