@@ -18,7 +18,6 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 
@@ -41,17 +40,16 @@ from .middleware import Chain
 from .options import ConsumerOptions
 from .outcomes import Outcomes
 from .paused_watch import PausedWatch
+from .readings import ConsumerReadings
 from .settlement import Settlement, debug_enabled
-from .status import consumer_status
 from .strict_order import StrictOrder
 from .waking import idle_wait, wake
-from .watchdog import stuck_jobs
 
 #: While handlers run, how long a fetch may block before finished jobs are settled.
 BUSY_POLL = 0.005
 
 
-class Consumer:
+class Consumer(ConsumerReadings):
     """A worker that consumes one queue through one transport, owned by one thread."""
 
     def __init__(
@@ -137,72 +135,6 @@ class Consumer:
             self._strict = StrictOrder(self._hand, self.settlement, self._outcomes, self._judge)
         self.consuming = False
         self.last_progress = clock.now()
-
-    # -- what the host reads ----------------------------------------------------------------------
-
-    @property
-    def connected(self) -> bool:
-        return self._link.connected
-
-    @property
-    def reconnects(self) -> int:
-        return self._link.reconnects
-
-    @property
-    def counters(self) -> Any:
-        return self.settlement.counters
-
-    @property
-    def acked(self) -> int:
-        return self.settlement.counters.acked
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._running())
-
-    def _running(self) -> list[Job]:
-        return [] if self._executor is None else self._executor.running()
-
-    @property
-    def held_retries(self) -> int:
-        """Retries held in process until due (virtual brokers, and failed messages waiting in
-        their partition lane); a drain or a pause gives them back."""
-        return len(self._hand.held) + len(self._hand.retries)
-
-    def in_flight_ids(self) -> list[str]:
-        """Message ids of the handlers running now (for shutdown and stuck reports)."""
-        return [job.delivery.message_id or "?" for job in self._running()]
-
-    def running_jobs(self) -> list[Job]:
-        return self._running()
-
-    @property
-    def queue(self) -> str:
-        return self.options.queue
-
-    def status(self) -> dict[str, Any]:
-        stuck = stuck_jobs(self._running(), self._clock.now(), self.stuck_after)
-        return consumer_status(self, stuck)
-
-    def stuck_for(self, now: float) -> float:
-        """Seconds this consumer has been stuck: in its longest-running handler, or connected
-        without looping. Waiting for a broker that is down, or paused, is not being stuck."""
-        started = [job.started for job in self._running() if job.started is not None]
-        if started:
-            return now - min(started)
-        if self.connected and not self.paused:
-            return now - self.last_progress
-        return 0.0
-
-    @property
-    def ready(self) -> bool:
-        """Connected, and consuming unless intake was closed on purpose (paused, kill switch)."""
-        switched_off = self.kill_switch is not None and self.kill_switch.state != "closed"
-        return self.connected and (self.consuming or self.paused or switched_off)
-
-    @property
-    def paused(self) -> bool:
-        return self._paused.is_set()
 
     def pause(self) -> None:
         """Take no new messages (prefetched ones go back to the queue); finish those in hand."""

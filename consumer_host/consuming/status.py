@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .consumer import Consumer
+    from .readings import ConsumerReadings
 
 
-def consumer_status(consumer: Consumer, stuck: list[dict[str, Any]]) -> dict[str, Any]:
+def consumer_status(consumer: ConsumerReadings, stuck: list[dict[str, Any]]) -> dict[str, Any]:
     """What ``/status`` shows of ``consumer``; ``stuck`` lists its stuck handlers."""
     counters = consumer.settlement.counters
     return {
