@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import threading
 from contextlib import AbstractContextManager
-from typing import Any
 
 import redis
 from redis import exceptions as redis_errors
@@ -38,17 +37,17 @@ from consumer_host.message import Delivery
 from consumer_host.redaction import redact_url
 
 from . import redis_scripts as scripts
-from .base import IDLE_WAIT, Place, QueueSpec
+from .base import IDLE_WAIT, QueueSpec
 from .redis_chores import shared_cadence
 from .redis_clients import serving_node
 from .redis_common import (
     consumer_id,
     make_client,
-    refused,
     translated,
 )
-from .redis_envelope import copy_envelope, read_envelope
+from .redis_envelope import read_envelope
 from .redis_keys import cluster_spec, own_prefix
+from .redis_list_settling import ListSettling, as_bytes
 from .redis_producers import RedisListProducer
 from .redis_urls import parse_redis_url
 from .redis_wake import BlockingReader, open_reader
@@ -61,7 +60,7 @@ __all__ = ["RedisListProducer", "RedisListTransport"]
 _PROMOTE_AT_LEAST_EVERY = IDLE_WAIT
 
 
-class RedisListTransport:
+class RedisListTransport(ListSettling):
     """One redis-py client per consumer instance, plus a keeper thread for the alive key."""
 
     delays_retries = True
@@ -289,7 +288,7 @@ class RedisListTransport:
                 for _ in range(min(allowed - 1, 100)):
                     pipe.lmove(self.spec.queue, self.keys_processing, "RIGHT", "LEFT")
                 batch.extend(item for item in pipe.execute() if item is not None)
-        deliveries = [read_envelope(_as_bytes(item)) for item in batch]
+        deliveries = [read_envelope(as_bytes(item)) for item in batch]
         for delivery in deliveries:
             self._slow.handed_out(delivery.handle, delivery)
         return deliveries
@@ -306,60 +305,6 @@ class RedisListTransport:
             self._sweep_script(
                 keys=[self.keys_consumers, self.spec.queue], args=[self.keys_prefix, self.id]
             )
-
-    # -- settling ----------------------------------------------------------------------------------
-
-    def ack(self, delivery: Delivery) -> None:
-        with self._translated("ack on"):
-            self._client().lrem(self.keys_processing, -1, delivery.handle)
-        self._slow.settled(delivery)
-
-    def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
-        copy = copy_envelope(delivery, headers, self.spec.queue)
-        due = self._clock.wall() + delay
-        self._copy("retry", delivery, copy, target=self.keys_delayed, kind="zset", score=due)
-        self._promotion.at(self._clock.now() + delay)
-
-    def dead_letter(self, delivery: Delivery, headers: dict[str, Any]) -> None:
-        copy = copy_envelope(delivery, headers, self.spec.dead_letter)
-        self._copy("dead-letter", delivery, copy, target=self.spec.dead_letter, kind="list")
-
-    def _copy(
-        self,
-        action: str,
-        delivery: Delivery,
-        copy: str,
-        *,
-        target: str,
-        kind: str,
-        score: float = 0.0,
-    ) -> None:
-        """Replace the original by ``copy`` at ``target`` atomically, if it is still ours."""
-        with self._translated(f"{action} on"):
-            result = self._settle_copy(
-                keys=[self.keys_processing, target, self.spec.queue],
-                args=[delivery.handle, copy, kind, repr(score)],
-                client=self._client(),
-            )
-        self._slow.settled(delivery)
-        if isinstance(result, bytes | str):
-            found = _as_bytes(result).decode()
-            key, found = (
-                (self.spec.queue, found[6:]) if found.startswith("queue ") else (target, found)
-            )
-            raise refused(action, Place("on", self.url, self.spec.queue), key, found)
-
-    def requeue(self, deliveries: list[Delivery]) -> None:
-        if not deliveries:
-            return
-        with self._translated("requeue on"):
-            self._requeue(
-                keys=[self.keys_processing, self.spec.queue],
-                args=[delivery.handle for delivery in reversed(deliveries)],
-                client=self._client(),
-            )
-        for delivery in deliveries:
-            self._slow.settled(delivery, counts=False)
 
     def depth(self) -> dict[str, int]:
         client = self._client()
@@ -378,7 +323,3 @@ class RedisListTransport:
 
     def _translated(self, action: str) -> AbstractContextManager[None]:
         return translated(action, self.url, self.spec.queue)
-
-
-def _as_bytes(item: bytes | str) -> bytes:
-    return item if isinstance(item, bytes) else item.encode("utf-8")

@@ -26,7 +26,6 @@ Each queue is a stream, each ``@host.consumer`` a consumer group (the queue name
 from __future__ import annotations
 
 import threading
-import uuid
 from contextlib import AbstractContextManager, suppress
 from typing import Any
 
@@ -45,7 +44,6 @@ from .redis_common import (
     Cadence,
     consumer_id,
     make_client,
-    refused,
     text,
     translated,
 )
@@ -53,6 +51,7 @@ from .redis_keys import cluster_spec, own_prefix
 from .redis_producers import StreamsProducer
 from .redis_stream_acks import StreamAcks
 from .redis_stream_entries import entry_fields, plain_url, read_entry
+from .redis_stream_settling import StreamSettling
 from .redis_stream_upkeep import forget_stale_consumers, trim
 from .redis_urls import parse_redis_url
 from .redis_wake import BlockingReader, open_reader
@@ -64,7 +63,7 @@ _PROMOTE_AT_LEAST_EVERY = IDLE_WAIT
 _TRIM_EVERY = 10.0
 
 
-class RedisStreamsTransport:
+class RedisStreamsTransport(StreamSettling):
     """One redis-py client per consumer instance, owned by its thread."""
 
     delays_retries = True
@@ -292,68 +291,6 @@ class RedisStreamsTransport:
     def _trim(self, client: redis.Redis) -> None:
         trim(client, self.spec.queue)
 
-    # -- settling ---------------------------------------------------------------------------------
-
-    def ack(self, delivery: Delivery) -> None:
-        self._acks.add(delivery.handle)
-        self._settled(delivery)
-
-    def _settled(self, delivery: Delivery, *, counts: bool = True) -> None:
-        self._slow.settled(delivery, counts=counts)
-        self._claimed.discard(delivery.handle)
-
-    def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
-        held = f"{self.keys_prefix}retry:{uuid.uuid4().hex}"
-        score = self._clock.wall() + delay
-        self._copy("retry", delivery, headers, target=self.keys_delayed, score=score, held=held)
-        self._promotion.at(self._clock.now() + delay)
-
-    def dead_letter(self, delivery: Delivery, headers: dict[str, Any]) -> None:
-        self._copy("dead-letter", delivery, headers, target=self.spec.dead_letter)
-
-    def _copy(
-        self,
-        action: str,
-        delivery: Delivery,
-        headers: dict[str, Any],
-        *,
-        target: str,
-        score: float = 0.0,
-        held: str = "",
-    ) -> None:
-        """Replace the entry by a copy at ``target`` atomically, if it is still pending on us."""
-        fields = self._fields(delivery, headers)
-        kind = "zset" if held else "stream"
-        args: list[Any] = [self.group, self.consumer, delivery.handle, kind, repr(score)]
-        for name, value in fields.items():
-            args += [name, value]
-        with self._translated(f"{action} on"):
-            result = self._settle_copy(
-                keys=[self.spec.queue, target, held or target], args=args, client=self._client()
-            )
-        self._settled(delivery)
-        self._acks.sent = True
-        if isinstance(result, bytes | str):
-            raise refused(action, Place("on", self.url, self.spec.queue), target, result)
-
-    def requeue(self, deliveries: list[Delivery]) -> None:
-        """A stream cannot un-read: put copies at the end and ack the originals that are still
-        pending on us, each in one script."""
-        if not deliveries:
-            return
-        client = self._client()
-        with self._translated("requeue on"):
-            for delivery in deliveries:
-                args: list[Any] = [self.group, self.consumer, delivery.handle, "stream", "0"]
-                for name, value in self._fields(delivery, delivery.headers).items():
-                    args += [name, value]
-                self._settle_copy(
-                    keys=[self.spec.queue, self.spec.queue, self.spec.queue],
-                    args=args,
-                    client=client,
-                )
-                self._settled(delivery, counts=False)
-
     def depth(self) -> dict[str, int]:
         client = self._client()
         with self._translated("inspect"):
@@ -372,16 +309,6 @@ class RedisStreamsTransport:
     def _read(self, entry_id: bytes, fields: dict[bytes, bytes], *, delivered: int) -> Delivery:
         return read_entry(
             entry_id, fields, stream=self.spec.queue, group=self.group, delivered=delivered
-        )
-
-    @staticmethod
-    def _fields(delivery: Delivery, headers: dict[str, Any]) -> dict[Any, Any]:
-        return entry_fields(
-            delivery.body,
-            delivery.content_type,
-            delivery.content_encoding,
-            headers,
-            delivery.message_id or str(uuid.uuid4()),
         )
 
     # -- errors -----------------------------------------------------------------------------------
