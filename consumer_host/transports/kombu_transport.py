@@ -36,6 +36,7 @@ from .broker import scheme_of
 from .kombu_connection import AMQP_SCHEMES, Guard, connection_options
 from .kombu_copies import Copies, declare_dead_letter_queue
 from .kombu_deliveries import from_amqp, from_kombu
+from .kombu_heartbeats import KombuHeartbeats
 from .kombu_producer import RoutedChannel, declare_queue
 from .kombu_settling import KombuSettling
 from .suspects import SlowStart
@@ -45,7 +46,7 @@ __all__ = ["AMQP_SCHEMES", "KombuTransport", "connection_options"]
 _CLOSE_TIMEOUT = 2.0
 
 
-class KombuTransport(KombuSettling):
+class KombuTransport(KombuSettling, KombuHeartbeats):
     """One kombu connection with a consuming channel and a confirming publishing channel."""
 
     def __init__(
@@ -144,20 +145,6 @@ class KombuTransport(KombuSettling):
             self._routed = RoutedChannel(conn.channel(), amqp_broker=self.is_amqp)
             self._declare(conn)
 
-    def _start_keeper(self) -> None:
-        if self._heartbeat or self._coalesce:
-            self._keeper = Keeper(
-                f"heartbeat:{self.spec.queue}",
-                heartbeat=self._heartbeat,
-                max_ack_delay=self._max_ack_delay,
-                clock=self._clock,
-                ledger=self._ledger,
-                io=self._io,
-                flush_acks=self._flush_acks,
-                send_heartbeat=self._send_heartbeat,
-            )
-            self._keeper.start()
-
     def _declare(self, conn: Connection) -> None:
         spec = self.spec
         # Without arguments, an existing queue of any type is used as it is.
@@ -235,11 +222,6 @@ class KombuTransport(KombuSettling):
         with self._io, suppress(Exception):
             conn.collect()
 
-    def _stop_keeper(self) -> None:
-        if self._keeper is not None:
-            self._keeper.stop()
-            self._keeper = None
-
     def _forget(self) -> None:
         with self._io:
             self._conn = None
@@ -313,21 +295,6 @@ class KombuTransport(KombuSettling):
         """A non-suspect came, or a suspect has run alone long enough (see suspects.py)."""
         opened = [delivery for delivery in fetched if self._window.saw(delivery)]
         return bool(opened) or self._window.overdue()
-
-    def _heartbeat_check(self, conn: Connection) -> None:
-        if not self._heartbeat:
-            return
-        now = self._clock.now()
-        # Often enough that a dead link is noticed within two heartbeats plus a fraction.
-        if now - self._last_heartbeat_check >= min(1.0, self._heartbeat / 8):
-            self._last_heartbeat_check = now
-            conn.heartbeat_check()
-
-    def _send_heartbeat(self) -> None:
-        """From the keeper, under the I/O lock."""
-        conn = self._conn
-        if conn is not None and conn.connected:  # a lost one is the consumer thread's to see
-            conn.connection.send_heartbeat()
 
     # -- inspection --------------------------------------------------------------------------------
 
