@@ -14,7 +14,7 @@ from kombu.connection import Connection
 from consumer_host.message import COPIED_PROPERTIES, Delivery
 
 from .base import Place, QueueSpec
-from .kombu_producer import RoutedChannel, declare_queue, deliver, encodable_headers, renewed
+from .kombu_producer import RoutedChannel, declare_queue, deliver, encodable_headers
 
 
 def copy_queue_arguments(spec: QueueSpec) -> dict[str, Any]:
@@ -70,11 +70,6 @@ class Copies:
             **retry_queue_arguments(self.spec),
         }
         declare_queue(conn, name, arguments=arguments)
-
-    def fresh_channel(self, conn: Connection, refused: RoutedChannel) -> RoutedChannel:
-        """A new publishing channel in place of one whose copy was refused: a refusing channel
-        may go on refusing while another is accepted (see :func:`.kombu_producer.renewed`)."""
-        return renewed(conn, refused)
 
     def publish(
         self,

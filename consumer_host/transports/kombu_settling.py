@@ -26,7 +26,7 @@ from .amqp_keeper import Keeper
 from .base import QueueSpec
 from .kombu_connection import Guard
 from .kombu_copies import Copies
-from .kombu_producer import RoutedChannel
+from .kombu_producer import RoutedChannel, renewed
 from .suspects import SlowStart
 
 
@@ -148,5 +148,5 @@ class KombuSettling:
         except CopyRefused:
             self._give_back(delivery)
             if self.is_amqp:
-                self._routed = self._copies.fresh_channel(self._conn, self._routed)
+                self._routed = renewed(self._conn, self._routed)  # see kombu_producer.renewed
             raise
