@@ -111,7 +111,11 @@ def test_the_retry_carries_its_attempt_and_exhaustion_dead_letters_and_frees_the
     deliveries = [keyed("a", 1), keyed("a", 2)]
     with Run(handler, deliveries, max_retries=2, retry_backoff_min=1.0) as run:
         for attempts in (1, 2):
-            wait_until(lambda n=attempts: len(handler.calls) == n)
+            # The retry waits in its lane before the clock moves: advanced earlier, the wait
+            # would start after the jump and never come due.
+            wait_until(
+                lambda n=attempts: len(handler.calls) == n and run.consumer.held_retries == 1
+            )
             run.clock.advance(10)
         wait_until(lambda: run.acked() == ["a2"])
     assert handler.calls == [("a1", 1), ("a1", 2), ("a1", 3), ("a2", 1)]
