@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import pytest
 
-from consumer_host.transports.broker import resolve_broker
+from consumer_host.transports.broker import PLATFORM_VARIABLES, resolve_broker
 
 from .brokers import AMQP_URL, require
 from .helpers import COMMAND, cli, wait_until
@@ -217,6 +217,47 @@ class TestList:
         assert [(r["instance"], r["queue"], r["pool"]) for r in rows] == [
             ("orders-1", "orders", 2),
             ("orders-2", "orders", 2),
+        ]
+
+    NO_BROKER_VARIABLES: ClassVar[dict[str, str]] = {
+        name: "" for name in ("CONSUMER_HOST_BROKER_URL", *PLATFORM_VARIABLES)
+    }
+
+    @pytest.mark.parametrize(
+        ("broker", "shown"),
+        [
+            ("redis://127.0.0.1:1/0?cluster=true", "{orders}.dlq"),
+            ("redis+streams://127.0.0.1:1,127.0.0.1:2/0?cluster=true", "{orders}.dlq"),
+            ("redis://127.0.0.1:1/0", "orders.dlq"),
+            ("amqp://guest:guest@127.0.0.1:1//", "orders.dlq"),
+        ],
+    )
+    def test_list_names_the_dead_letter_queue_as_the_broker_does(self, broker, shown):
+        """Only the configuration is read: no broker listens on port 1."""
+        env = {**self.NO_BROKER_VARIABLES, "ORDERS_LOG": os.devnull}
+        listed = cli("list", str(APPS / "orders_app.py"), "--json", "--broker", broker, env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert {row["dead_letter"] for row in json.loads(listed.stdout)} == {shown}
+        table = cli("list", str(APPS / "orders_app.py"), "--broker", broker, env=env)
+        assert shown in table.stdout.splitlines()[1].split()
+
+    def test_list_reads_the_cluster_from_the_app_s_own_broker(self, tmp_path):
+        app = tmp_path / "app.py"
+        app.write_text(
+            "from consumer_host import Host\n"
+            "host = Host('shop', broker='redis://127.0.0.1:1/0?cluster=true')\n"
+            "@host.consumer('orders', queue='orders')\n"
+            "def handle(message): pass\n"
+            "@host.consumer('refunds', queue='refunds', dead_letter='{refunds}.failed')\n"
+            "def refund(message): pass\n",
+            encoding="utf-8",
+        )
+        listed = cli("list", str(app), "--json", env=self.NO_BROKER_VARIABLES)
+        assert listed.returncode == 0, listed.stderr
+        rows = json.loads(listed.stdout)
+        assert [(r["queue"], r["dead_letter"]) for r in rows] == [
+            ("orders", "{orders}.dlq"),
+            ("refunds", "{refunds}.failed"),
         ]
 
 

@@ -13,9 +13,13 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.sentinel import MasterNotFoundError, SentinelConnectionPool
 
-from consumer_host import BrokerFailingOver, BrokerRefused, BrokerUnavailable, ConfigError
+from consumer_host import BrokerFailingOver, BrokerRefused, BrokerUnavailable, ConfigError, Reject
 from consumer_host.consuming.connection import BrokerLink
+from consumer_host.consuming.decoding import BadMessage
 from consumer_host.consuming.failover_pace import FailoverPace
+from consumer_host.consuming.options import ConsumerOptions
+from consumer_host.consuming.settlement import Settlement
+from consumer_host.message import Delivery
 from consumer_host.supervision.backoff import BackoffPolicy
 from consumer_host.supervision.breaker import BreakerState, CircuitBreaker
 from consumer_host.testing import FakeClock
@@ -242,6 +246,62 @@ def test_the_dlq_commands_name_the_cluster_s_real_key():
     done = cli("dlq", "purge", app, "--consumer", "orders", "--broker", cluster)
     assert done.returncode == 2  # refused without --yes, before any broker is asked
     assert "'{orders}.dlq'" in done.stderr
+
+
+class _Said:
+    """A logger that keeps the lines it is told."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict]] = []
+
+    def error(self, event: str, **fields) -> None:
+        self.lines.append((event, fields))
+
+    warning = error
+
+
+def _logged_dead_letters(url: str, options: ConsumerOptions) -> list[tuple[str, str]]:
+    """The events and dead-letter names a consumer's Settlement logs on ``url``, its own
+    transport built but never connected: one handler rejection, one bad input."""
+    transport = options.transport_for(url, instance="naming")
+    moved: list[dict] = []
+    transport.dead_letter = lambda _delivery, headers: moved.append(headers)  # no broker here
+    log = _Said()
+    settlement = Settlement(transport, options, log=log, wall=lambda: 0.0, observe=lambda _s: None)
+    delivery = Delivery(
+        body=b"{",
+        content_type="application/json",
+        content_encoding="utf-8",
+        headers={},
+        properties={"message_id": "m-1"},
+        delivery_info={},
+    )
+    settlement.dead_letter(delivery, Reject("no"), 1, reason="rejected by handler")
+    settlement.reject_bad_input(delivery, BadMessage("undecodable", "not JSON"))
+    assert len(moved) == 2
+    return [(event, fields["dead_letter_queue"]) for event, fields in log.lines]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (CLUSTER, "{orders}.dlq"),
+        ("rediss+streams://127.0.0.1:7001/0?cluster=true", "{orders}.dlq"),
+        ("redis://127.0.0.1:6379/0", "orders.dlq"),
+        (SENTINEL, "orders.dlq"),
+        ("amqp://guest:guest@127.0.0.1:5672//", "orders.dlq"),
+    ],
+)
+def test_dead_letter_log_lines_name_the_real_key(url, shown):
+    assert _logged_dead_letters(url, ConsumerOptions(queue="orders")) == [
+        ("message_dead_lettered", shown),
+        ("message_rejected", shown),
+    ]
+
+
+def test_a_dead_letter_name_the_user_chose_is_logged_as_chosen_on_a_cluster():
+    options = ConsumerOptions(queue="orders", dead_letter="{orders}.failed")
+    assert {name for _event, name in _logged_dead_letters(CLUSTER, options)} == {"{orders}.failed"}
 
 
 def test_the_cli_refuses_a_bad_cluster_url_in_one_line():

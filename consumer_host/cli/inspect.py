@@ -10,10 +10,13 @@ from typing import Any
 import click
 
 from consumer_host.errors import BrokerError
+from consumer_host.hosting.registry import Registration
+from consumer_host.transports.broker import dead_letter_name
 
 from .common import (
     BrokerFail,
     app_argument,
+    broker_from,
     broker_option,
     get_json,
     load,
@@ -26,9 +29,14 @@ from .common import (
 @click.command("list")
 @app_argument
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_(app: str | None, as_json: bool) -> None:
-    """Show APP's workers, expanded into their instances."""
+@broker_option
+def list_(app: str | None, as_json: bool, broker: str | None) -> None:
+    """Show APP's workers, expanded into their instances.
+
+    Dead-letter queues are named as they are on the broker (``{orders}.dlq`` on a Redis
+    Cluster); the broker is chosen as ``run`` chooses it, and never contacted."""
     host = load(app)
+    url = broker_from(broker, code=host.broker).url
     rows = [
         {
             "instance": instance,
@@ -38,6 +46,7 @@ def list_(app: str | None, as_json: bool) -> None:
             "critical": reg.options.critical,
             **dict(reg.details),
             **partitioning(reg.consumer_options),
+            **dead_letter_on(url, reg),
         }
         for reg in host.registry.registrations
         for instance in reg.instance_names()
@@ -55,6 +64,15 @@ def partitioning(options: Any) -> dict[str, str]:
     if key is None:
         return {}
     return {"partition_by": getattr(key, "__qualname__", None) or repr(key)}
+
+
+def dead_letter_on(url: str, reg: Registration) -> dict[str, str]:
+    """A consumer's dead-letter queue by its real name on the broker at ``url`` (nothing for
+    plain workers)."""
+    options = reg.consumer_options
+    if options is None:
+        return {}
+    return {"dead_letter": dead_letter_name(url, options.queue, options.dead_letter_queue)}
 
 
 @click.command()
