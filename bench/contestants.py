@@ -18,13 +18,15 @@ from typing import Any
 
 
 class Clockwork:
-    """Counts handled messages and notes when the first and the last came."""
+    """Counts handled messages and notes when (wall and CPU time) the first and the last came."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.count = 0
         self.lock = threading.Lock()
         self.done = threading.Event()
+        self.started = threading.Event()
+        """Set at the first message: a profiler (bench/path.py) starts then."""
         self.first: tuple[float, float] | None = None
         self.last: tuple[float, float] | None = None
 
@@ -33,19 +35,24 @@ class Clockwork:
             self.count += 1
             if self.first is None:
                 self.first = (time.perf_counter(), _cpu())
+                self.started.set()
             if self.count == self.total:
                 self.last = (time.perf_counter(), _cpu())
                 self.done.set()
 
-    def report(self) -> dict[str, Any]:
+    def span(self) -> tuple[float, float]:
+        """Wall and CPU seconds from the first message to the last."""
         assert self.first is not None
         assert self.last is not None
-        seconds = self.last[0] - self.first[0]
+        return self.last[0] - self.first[0], self.last[1] - self.first[1]
+
+    def report(self) -> dict[str, Any]:
+        seconds, cpu = self.span()
         return {
             "messages": self.total,
             "seconds": seconds,
             "rate": (self.total - 1) / seconds if seconds else float("inf"),
-            "cpu_per_1000": (self.last[1] - self.first[1]) / self.total * 1000,
+            "cpu_per_1000": cpu / self.total * 1000,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
 
@@ -85,10 +92,17 @@ def raw_kombu(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]
 
 def raw_streams(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]:
     """A plain redis-py loop on a stream: XREADGROUP a batch, XACK the batch."""
+    clock = Clockwork(total)
+    stream_loop(url.replace("+streams", ""), queue, clock, prefetch)
+    return clock.report()
+
+
+def stream_loop(redis_url: str, queue: str, clock: Clockwork, prefetch: int) -> None:
+    """XREADGROUP up to ``prefetch`` entries, decode each body, one XACK per batch, until
+    ``clock`` is done (bench/path.py's raw Streams row runs it too)."""
     import redis
 
-    clock = Clockwork(total)
-    client = redis.Redis.from_url(url.replace("+streams", ""))
+    client = redis.Redis.from_url(redis_url)
     group, consumer = queue, "raw"
     with contextlib.suppress(redis.ResponseError):  # the group exists already
         client.xgroup_create(queue, group, id="0", mkstream=True)
@@ -101,7 +115,6 @@ def raw_streams(url: str, queue: str, total: int, prefetch: int) -> dict[str, An
                 ids.append(entry_id)
                 clock.tick()
             client.xack(queue, group, *ids)
-    return clock.report()
 
 
 def raw_pyamqp(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]:

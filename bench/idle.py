@@ -18,7 +18,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import redis
 
@@ -84,27 +86,58 @@ def one_round(
             latencies = _latencies(url, f"{queue}-0", marks, key, settle)
             startup = time.monotonic() - started
             time.sleep(1.0)
-            before, t0 = cpu_seconds(child.pid), time.monotonic()
-            time.sleep(window)
-            cpu = (cpu_seconds(child.pid) - before) / (time.monotonic() - t0) * 100
-            rss = rss_mb(child.pid)
-            term = time.monotonic()
-            child.send_signal(signal.SIGTERM)
-            code = child.wait(timeout=30)
-            exit_after = time.monotonic() - term
+            idle = sample_then_stop(
+                child, window, cpu_seconds=cpu_seconds, rss_mb=rss_mb, stop_timeout=30
+            )
         finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+            reap(child)
             _cleanup(broker, queue, consumers, marks, key)
     return {
-        "cpu": cpu,
-        "rss": rss,
+        "cpu": idle.cpu,
+        "rss": idle.rss,
         "pickup": statistics.median(latencies),
-        "sigterm": exit_after,
-        "exit": code,
+        "sigterm": idle.drain,
+        "exit": idle.code,
         "startup": startup,
     }
+
+
+class IdleSample(NamedTuple):
+    cpu: float
+    """% of one core over the window."""
+    rss: float
+    """MB at the window's end."""
+    code: int
+    """The exit code after SIGTERM."""
+    drain: float
+    """Seconds from SIGTERM to exit."""
+
+
+def sample_then_stop(
+    child: subprocess.Popen[bytes],
+    window: float,
+    *,
+    cpu_seconds: Callable[[int], float],
+    rss_mb: Callable[[int], float],
+    stop_timeout: float,
+) -> IdleSample:
+    """An idle host's CPU over ``window`` s and its RSS, as ``cpu_seconds`` and ``rss_mb`` read
+    them for its pid (the process alone, or its tree); then SIGTERM, and how long it took."""
+    before, t0 = cpu_seconds(child.pid), time.monotonic()
+    time.sleep(window)
+    cpu = (cpu_seconds(child.pid) - before) / (time.monotonic() - t0) * 100
+    rss = rss_mb(child.pid)
+    term = time.monotonic()
+    child.send_signal(signal.SIGTERM)
+    code = child.wait(timeout=stop_timeout)
+    return IdleSample(cpu=cpu, rss=rss, code=code, drain=time.monotonic() - term)
+
+
+def reap(child: subprocess.Popen[bytes]) -> None:
+    """Kill ``child`` if a failed round left it running."""
+    if child.poll() is None:
+        child.kill()
+        child.wait()
 
 
 def _latencies(url: str, queue: str, marks: redis.Redis, key: str, settle: float) -> list[float]:

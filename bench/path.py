@@ -27,15 +27,15 @@ import queue as queues
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from typing import Any
+
+from bench.contestants import Clockwork, stream_loop
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 STREAMS_URL = "redis+streams://127.0.0.1:6379/0"
 PREFETCH = 100
-BODY = {"id": 0, "order": "A-1000", "amount": 12.5, "items": [1, 2, 3]}
 
 #: row name -> (broker, child kind)
 ROWS = {
@@ -50,39 +50,10 @@ ROWS = {
 }
 
 
-class Clockwork:
-    """Counts handled messages; notes wall and CPU time at the first and the N-th."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.count = 0
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.started = threading.Event()
-        self.first = (0.0, 0.0)
-        self.last = (0.0, 0.0)
-
-    def tick(self) -> None:
-        with self.lock:
-            self.count += 1
-            if self.count == 1:
-                self.first = (time.perf_counter(), _cpu())
-                self.started.set()
-            if self.count == self.total:
-                self.last = (time.perf_counter(), _cpu())
-                self.done.set()
-
-    def report(self) -> dict[str, Any]:
-        seconds = self.last[0] - self.first[0]
-        return {
-            "rate": (self.total - 1) / seconds,
-            "cpu_us_per_msg": (self.last[1] - self.first[1]) / (self.total - 1) * 1e6,
-        }
-
-
-def _cpu() -> float:
-    times = os.times()
-    return times.user + times.system
+def per_message(clock: Clockwork) -> dict[str, Any]:
+    """msg/s and CPU microseconds per message, from the first handled message to the N-th."""
+    seconds, cpu = clock.span()
+    return {"rate": (clock.total - 1) / seconds, "cpu_us_per_msg": cpu / (clock.total - 1) * 1e6}
 
 
 # -- the contestants, each in its own process ---------------------------------------------------
@@ -130,20 +101,7 @@ def raw_amqp(queue: str, clock: Clockwork) -> None:
 
 
 def raw_streams(queue: str, clock: Clockwork) -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    with contextlib.suppress(redis.ResponseError):  # the group exists already
-        client.xgroup_create(queue, queue, id="0", mkstream=True)
-    while not clock.done.is_set():
-        reply = client.xreadgroup(queue, "raw", {queue: ">"}, count=PREFETCH, block=1000)
-        for _stream, entries in reply or ():
-            ids = []
-            for entry_id, fields in entries:
-                json.loads(fields[b"body"])
-                ids.append(entry_id)
-                clock.tick()
-            client.xack(queue, queue, *ids)
+    stream_loop(REDIS_URL, queue, clock, PREFETCH)
 
 
 def raw_threads(queue: str, clock: Clockwork) -> None:
@@ -226,7 +184,7 @@ def child(row: str, queue: str, total: int, profile: bool) -> None:
     runs[row]()
     if profile:
         profiler.join(60)
-    print(json.dumps(clock.report()), flush=True)
+    print(json.dumps(per_message(clock)), flush=True)
 
 
 def _profile(clock: Clockwork, top: int = 45) -> None:
@@ -251,53 +209,16 @@ def _profile(clock: Clockwork, top: int = 45) -> None:
     sys.stderr.write("\n".join(out) + "\n")
 
 
-# -- the parent: publish, run, purge --------------------------------------------------------------
-
-
-def publish(broker: str, queue: str, n: int) -> None:
-    import redis
-    from kombu import Connection, Producer, Queue
-
-    if broker == "streams":
-        from consumer_host.transports.redis_streams import entry_fields
-
-        pipe = redis.Redis.from_url(REDIS_URL).pipeline(transaction=False)
-        for i in range(n):
-            body = json.dumps({**BODY, "id": i}).encode()
-            pipe.xadd(queue, entry_fields(body, "application/json", "utf-8", {}, str(i)))
-            if len(pipe) >= 1000:
-                pipe.execute()
-        pipe.execute()
-        return
-    with Connection(AMQP_URL) as conn:
-        channel = conn.channel()
-        Queue(queue, routing_key=queue, durable=True).bind(channel).declare()
-        producer = Producer(channel)
-        for i in range(n):
-            producer.publish(
-                {**BODY, "id": i}, routing_key=queue, serializer="json", delivery_mode=2
-            )
-
-
-def purge(broker: str, queue: str) -> None:
-    import redis
-    from kombu import Connection
-
-    if broker == "streams":
-        client = redis.Redis.from_url(REDIS_URL)
-        client.delete(queue, f"{queue}.dlq", *client.keys(f"consumer-host:{queue}:*"))
-        return
-    with Connection(AMQP_URL) as conn:
-        for name in (queue, f"{queue}.dlq"):
-            with contextlib.suppress(Exception):
-                conn.channel().queue_delete(name)
+# -- the parent: publish and purge as bench/__main__.py does, run -------------------------------
 
 
 def run_row(row: str, n: int, profile: bool) -> dict[str, Any]:
+    from bench.__main__ import publish, purge  # the throughput benchmark's messages
+
     broker = ROWS[row][0]
     queue = f"bench-path-{uuid.uuid4().hex[:8]}"
     try:
-        publish(broker, queue, n)
+        publish(broker, queue, n, celery=False)
         command = [sys.executable, "-m", "bench.path", "--child", row, queue, str(n)]
         if profile:
             command.append("--profile")

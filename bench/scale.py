@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import resource
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from typing import Any
 
 from bench import proctree
 from bench.concurrency import ROOT
-from bench.idle import URLS, cleanup
+from bench.idle import URLS, cleanup, reap, sample_then_stop
 from bench.restart import free_port
 
 APP = """
@@ -72,22 +71,19 @@ def idle_round(broker: str, consumers: int, window: float) -> dict[str, float]:
                 time.sleep(0.1)
             startup = time.monotonic() - started
             time.sleep(2.0)  # settled: the first chores after start-up are done
-            before, t0 = proctree.sample(child.pid).cpu_seconds, time.monotonic()
-            time.sleep(window)
-            cpu = (proctree.sample(child.pid).cpu_seconds - before) / (time.monotonic() - t0)
-            rss = tree_rss_mb(child.pid)
-            term = time.monotonic()
-            child.send_signal(signal.SIGTERM)
-            code = child.wait(timeout=60)
-            drain = time.monotonic() - term
+            idle = sample_then_stop(
+                child, window, cpu_seconds=_tree_cpu, rss_mb=tree_rss_mb, stop_timeout=60
+            )
         finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+            reap(child)
             cleanup(broker, queue, queues)
-    if code != 0:
-        raise RuntimeError(f"{broker} x {consumers}: exit {code} after SIGTERM")
-    return {"startup": startup, "rss": rss, "cpu": cpu * 100, "drain": drain}
+    if idle.code != 0:
+        raise RuntimeError(f"{broker} x {consumers}: exit {idle.code} after SIGTERM")
+    return {"startup": startup, "rss": idle.rss, "cpu": idle.cpu, "drain": idle.drain}
+
+
+def _tree_cpu(root: int) -> float:
+    return proctree.sample(root).cpu_seconds
 
 
 def _ready(port: int) -> bool:
