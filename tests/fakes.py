@@ -1,4 +1,4 @@
-"""A scripted transport for driving the consumer loop without a broker."""
+"""A scripted transport for driving the consumer loop without a broker, and a consumer on it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import threading
 from collections import deque
 from typing import Any
 
+from consumer_host.consuming.consumer import Consumer
+from consumer_host.consuming.given_back import GivenBack
+from consumer_host.consuming.options import ConsumerOptions
 from consumer_host.message import Delivery
+from consumer_host.supervision.breaker import CircuitBreaker
+from consumer_host.testing import FakeClock
+
+from .helpers import EventLog
 
 
 def delivery(body: bytes = b'{"n": 1}', **headers: Any) -> Delivery:
@@ -82,3 +89,33 @@ class FakeTransport:
 
     def depth(self) -> dict[str, int]:
         return {}
+
+
+def scripted_consumer(
+    transport: Any,
+    clock: FakeClock,
+    *,
+    handler: Any = lambda m: None,
+    name: str = "orders-1",
+    breaker: CircuitBreaker | None = None,
+    events: Any = None,
+    given_back: GivenBack | None = None,
+    **options: Any,
+) -> Consumer:
+    """A consumer of ``orders`` (``options``: more ConsumerOptions) on ``transport``, timed by
+    ``clock``. Its broker circuit opens only after 100 failures, unless ``breaker`` is given;
+    its events go to ``events`` (dropped if none); jitter is fixed at the middle."""
+    return Consumer(
+        name,
+        handler,
+        ConsumerOptions(queue="orders", **options),
+        transport=transport,
+        breaker=breaker
+        or CircuitBreaker("broker:test", threshold=100, window=60, cooldown=5, clock=clock),
+        broker="amqp://h//",
+        emit=events or EventLog(),
+        host="shop",
+        clock=clock,
+        rand=lambda: 0.5,
+        given_back=given_back,
+    )

@@ -8,32 +8,13 @@ import threading
 import pytest
 
 from consumer_host import BreakerState, BrokerRefused, BrokerUnavailable, CircuitBreaker
-from consumer_host.consuming.consumer import Consumer
 from consumer_host.consuming.options import ConsumerOptions
 from consumer_host.errors import ConfigError
 from consumer_host.supervision.events import BreakerChanged, ConsumerConnected, ConsumerDisconnected
 from consumer_host.testing import FakeClock
 
-from .fakes import FakeTransport, delivery
+from .fakes import FakeTransport, delivery, scripted_consumer
 from .helpers import EventLog, wait_until
-
-
-def consumer(transport, clock, *, breaker=None, handler=lambda m: None, events=None, **options):
-    breaker = breaker or CircuitBreaker(
-        "broker:test", threshold=100, window=60, cooldown=5, clock=clock
-    )
-    return Consumer(
-        "orders-1",
-        handler,
-        ConsumerOptions(queue="orders", **options),
-        transport=transport,
-        breaker=breaker,
-        broker="amqp://h//",
-        emit=events or EventLog(),
-        host="shop",
-        clock=clock,
-        rand=lambda: 0.5,
-    )
 
 
 def run_until(worker, predicate, what=""):
@@ -63,7 +44,7 @@ class TestReconnect:
         fails = [BrokerUnavailable("refused")] * 4
         transport = FakeTransport(connect_results=[*fails, None])
         events = EventLog()
-        c = consumer(transport, clock, events=events)
+        c = scripted_consumer(transport, clock, events=events)
         run_until(c, lambda: events.of(ConsumerConnected), "a connection")
         # jitter at rand=0.5 is neutral: 0.5, 1, 2, 4 s
         assert clock.waits[:4] == [0.5, 1.0, 2.0, 4.0]
@@ -84,7 +65,7 @@ class TestReconnect:
             ),
         )
         transport = FakeTransport(connect_results=[BrokerUnavailable("down")] * 3 + [None])
-        c = consumer(transport, clock, breaker=breaker, events=events)
+        c = scripted_consumer(transport, clock, breaker=breaker, events=events)
         run_until(c, lambda: events.of(ConsumerConnected), "a connection")
         assert [(e.old, e.new) for e in events.of(BreakerChanged)] == [
             ("closed", "open"),
@@ -98,7 +79,7 @@ class TestReconnect:
         clock = FakeClock(auto_advance=True)
         transport = FakeTransport(batches=[[delivery()], BrokerUnavailable("reset"), [delivery()]])
         events = EventLog()
-        c = consumer(transport, clock, events=events)
+        c = scripted_consumer(transport, clock, events=events)
         seen_connected = []
 
         def two_acks():
@@ -116,7 +97,7 @@ class TestReconnect:
     def test_a_permanent_broker_error_escapes_to_the_supervisor(self):
         clock = FakeClock(auto_advance=True)
         transport = FakeTransport(connect_results=[BrokerRefused("ACCESS_REFUSED")])
-        c = consumer(transport, clock)
+        c = scripted_consumer(transport, clock)
         with pytest.raises(BrokerRefused):
             run_until(c, lambda: False)
         assert transport.calls[-1] == ("close", None)
@@ -134,7 +115,7 @@ class TestMessages:
             stop.set()  # the host asks to stop while this one is in flight
             stop_after_first.set()
 
-        c = consumer(transport, clock, handler=handler)
+        c = scripted_consumer(transport, clock, handler=handler)
         c.run(stop)
         assert [d.body for d in transport.acked] == [b'{"n": 1}']
         assert [d.body for d in transport.requeued] == [b'{"n": 2}', b'{"n": 3}']

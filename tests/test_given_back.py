@@ -9,16 +9,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from consumer_host.consuming.consumer import Consumer
 from consumer_host.consuming.given_back import GivenBack
-from consumer_host.consuming.options import ConsumerOptions
 from consumer_host.errors import CopyRefused
 from consumer_host.message import Delivery
-from consumer_host.supervision.breaker import CircuitBreaker
 from consumer_host.testing import FakeClock
 
-from .fakes import FakeTransport
-from .helpers import EventLog, wait_until
+from .fakes import FakeTransport, scripted_consumer
+from .helpers import wait_until
 
 
 def delivered(count: int, message_id: str = "m1") -> Delivery:
@@ -65,17 +62,12 @@ def run_until_settled(
 ) -> None:
     """Run one consumer instance until it made or was refused its last copy, then stop it."""
     clock = FakeClock(auto_advance=True)  # the refusal backoff passes at once
-    consumer = Consumer(
-        "orders-1",
-        failing_once,
-        ConsumerOptions(queue="orders", max_deliveries=max_deliveries),
-        transport=transport,
-        breaker=CircuitBreaker("b", threshold=100, window=60, cooldown=5, clock=clock),
-        broker="amqp://",
-        emit=EventLog(),
-        host="shop",
-        clock=clock,
+    consumer = scripted_consumer(
+        transport,
+        clock,
+        handler=failing_once,
         given_back=given_back,
+        max_deliveries=max_deliveries,
     )
     stop = threading.Event()
     loop = threading.Thread(target=consumer.run, args=(stop,))

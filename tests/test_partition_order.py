@@ -9,16 +9,13 @@ import json
 import threading
 
 from consumer_host import Defer
-from consumer_host.consuming.consumer import Consumer
 from consumer_host.consuming.lane_retries import LaneRetries
-from consumer_host.consuming.options import ConsumerOptions
 from consumer_host.errors import BrokerUnavailable
 from consumer_host.message import ATTEMPT_HEADER, Delivery
-from consumer_host.supervision.breaker import CircuitBreaker
 from consumer_host.testing import FakeClock
 
-from .fakes import FakeTransport
-from .helpers import EventLog, wait_until
+from .fakes import FakeTransport, scripted_consumer
+from .helpers import wait_until
 
 
 def keyed(key: str, seq: int) -> Delivery:
@@ -40,16 +37,8 @@ class Run:
         self.clock = FakeClock()
         self.transport = FakeTransport(batches=[deliveries])
         settings = {"concurrency": 4, "partition_by": lambda m: m.body["key"], **options}
-        self.consumer = Consumer(
-            "orders",
-            handler,
-            ConsumerOptions(queue="orders", **settings),
-            transport=self.transport,
-            breaker=CircuitBreaker("b", threshold=100, window=60, cooldown=5, clock=self.clock),
-            broker="memory://",
-            emit=EventLog(),
-            host="shop",
-            clock=self.clock,
+        self.consumer = scripted_consumer(
+            self.transport, self.clock, handler=handler, name="orders", **settings
         )
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.consumer.run, args=(self.stop,), daemon=True)

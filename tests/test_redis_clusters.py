@@ -19,7 +19,6 @@ from consumer_host.consuming.decoding import BadMessage
 from consumer_host.consuming.failover_pace import FailoverPace
 from consumer_host.consuming.options import ConsumerOptions
 from consumer_host.consuming.settlement import Settlement
-from consumer_host.message import Delivery
 from consumer_host.supervision.backoff import BackoffPolicy
 from consumer_host.supervision.breaker import BreakerState, CircuitBreaker
 from consumer_host.testing import FakeClock
@@ -30,7 +29,7 @@ from consumer_host.transports.redis_common import translated
 from consumer_host.transports.redis_failover import is_replicated
 from consumer_host.transports.redis_keys import cluster_spec, dead_letter_key, own_prefix
 from consumer_host.transports.redis_urls import parse_redis_url, typed_option
-from tests.fakes import FakeTransport
+from tests.fakes import FakeTransport, delivery
 from tests.helpers import cli
 
 CLUSTER = "redis://127.0.0.1:7001,127.0.0.1:7002/0?cluster=true"
@@ -268,16 +267,8 @@ def _logged_dead_letters(url: str, options: ConsumerOptions) -> list[tuple[str, 
     transport.dead_letter = lambda _delivery, headers: moved.append(headers)  # no broker here
     log = _Said()
     settlement = Settlement(transport, options, log=log, wall=lambda: 0.0, observe=lambda _s: None)
-    delivery = Delivery(
-        body=b"{",
-        content_type="application/json",
-        content_encoding="utf-8",
-        headers={},
-        properties={"message_id": "m-1"},
-        delivery_info={},
-    )
-    settlement.dead_letter(delivery, Reject("no"), 1, reason="rejected by handler")
-    settlement.reject_bad_input(delivery, BadMessage("undecodable", "not JSON"))
+    settlement.dead_letter(delivery(), Reject("no"), 1, reason="rejected by handler")
+    settlement.reject_bad_input(delivery(b"{"), BadMessage("undecodable", "not JSON"))
     assert len(moved) == 2
     return [(event, fields["dead_letter_queue"]) for event, fields in log.lines]
 

@@ -10,15 +10,12 @@ import pytest
 from kombu import Producer
 
 from consumer_host import Host
-from consumer_host.consuming.consumer import Consumer
-from consumer_host.consuming.options import ConsumerOptions
-from consumer_host.supervision.breaker import CircuitBreaker
 from consumer_host.testing import FakeClock
 from consumer_host.transports.broker import BrokerChoice
 
 from .brokers import unique_queue
-from .fakes import FakeTransport, delivery
-from .helpers import EventLog, wait_until
+from .fakes import FakeTransport, delivery, scripted_consumer
+from .helpers import wait_until
 
 
 def make_host(broker):
@@ -85,16 +82,8 @@ def test_a_restart_after_a_loop_failure_starts_clean_and_stops():
     clock = FakeClock()
     release = threading.Event()
     transport = FakeTransport(batches=[[delivery(), delivery(), delivery()], RuntimeError("bug")])
-    consumer = Consumer(
-        "orders",
-        lambda m: release.wait(5),
-        ConsumerOptions(queue="orders", concurrency=3),
-        transport=transport,
-        breaker=CircuitBreaker("b", threshold=100, window=60, cooldown=5, clock=clock),
-        broker="memory://",
-        emit=EventLog(),
-        host="shop",
-        clock=clock,
+    consumer = scripted_consumer(
+        transport, clock, handler=lambda m: release.wait(5), name="orders", concurrency=3
     )
     stop = threading.Event()
     with pytest.raises(RuntimeError, match="bug"):
