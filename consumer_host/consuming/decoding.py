@@ -103,7 +103,7 @@ def _decode_json(body: bytes) -> Any:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadMessage("invalid_utf8", str(exc)) from None
-    if not text.strip():
+    if not text or text.isspace():  # isspace: no stripped copy of every body
         raise BadMessage("invalid_json", "the body is empty")
     try:
         return json.loads(text)
