@@ -54,12 +54,16 @@ LEANEST = {
     "redis": "ceiling: raw redis-py BLMOVE + LMOVE batch + LREM",
     "streams": "ceiling: raw redis-py XREADGROUP + XACK",
 }
+#: The same Redis loops with redis-py's pure-Python reply parser (plain ``pip install redis``;
+#: the ceilings parse with hiredis, as consumer-host does).
+PURE_PARSER = " (pure-Python parser)"
 
 
 def contestants(broker: str) -> list[tuple[str, list[str]]]:
     if broker == "streams":
         return [
             (LEANEST["streams"], ["raw-streams"]),
+            (LEANEST["streams"] + PURE_PARSER, ["raw-streams-pure"]),
             ("consumer-host pool 1", ["consumer-host", "1", "coalesce"]),
             ("consumer-host pool 4", ["consumer-host", "4", "coalesce"]),
         ]
@@ -68,6 +72,7 @@ def contestants(broker: str) -> list[tuple[str, list[str]]]:
         rows.append((LEANEST["amqp"], ["raw-pyamqp"]))
     else:
         rows.append((LEANEST["redis"], ["raw-lists"]))
+        rows.append((LEANEST["redis"] + PURE_PARSER, ["raw-lists-pure"]))
     rows += [
         ("consumer-host pool 1", ["consumer-host", "1", "per-message"]),
         ("consumer-host pool 4", ["consumer-host", "4", "per-message"]),

@@ -90,19 +90,36 @@ def raw_kombu(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]
     return clock.report()
 
 
-def raw_streams(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]:
+def raw_streams(
+    url: str, queue: str, total: int, prefetch: int, *, pure: bool = False
+) -> dict[str, Any]:
     """A plain redis-py loop on a stream: XREADGROUP a batch, XACK the batch."""
     clock = Clockwork(total)
-    stream_loop(url.replace("+streams", ""), queue, clock, prefetch)
+    stream_loop(url.replace("+streams", ""), queue, clock, prefetch, pure=pure)
     return clock.report()
 
 
-def stream_loop(redis_url: str, queue: str, clock: Clockwork, prefetch: int) -> None:
+def redis_client(url: str, *, pure: bool = False) -> Any:
+    """A redis-py client; ``pure``: with redis-py's pure-Python reply parser, what a plain
+    ``pip install redis`` parses with (consumer-host installs hiredis, and so do these loops
+    when it is installed: both sides of a ratio parse alike)."""
+    import redis
+
+    if not pure:
+        return redis.Redis.from_url(url)
+    from redis._parsers import _RESP3Parser
+
+    return redis.Redis.from_url(url, parser_class=_RESP3Parser)
+
+
+def stream_loop(
+    redis_url: str, queue: str, clock: Clockwork, prefetch: int, *, pure: bool = False
+) -> None:
     """XREADGROUP up to ``prefetch`` entries, decode each body, one XACK per batch, until
     ``clock`` is done (bench/path.py's raw Streams row runs it too)."""
     import redis
 
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url, pure=pure)
     group, consumer = queue, "raw"
     with contextlib.suppress(redis.ResponseError):  # the group exists already
         client.xgroup_create(queue, group, id="0", mkstream=True)
@@ -158,7 +175,9 @@ def amqp_arguments(url: str) -> dict[str, Any]:
     }
 
 
-def raw_lists(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]:
+def raw_lists(
+    url: str, queue: str, total: int, prefetch: int, *, pure: bool = False
+) -> dict[str, Any]:
     """A plain redis-py reliable-queue loop on a list, as lean as it gets by hand.
 
     ``BLMOVE`` one entry to a processing list, ``LMOVE`` up to ``prefetch - 1`` more in one
@@ -167,10 +186,8 @@ def raw_lists(url: str, queue: str, total: int, prefetch: int) -> dict[str, Any]
     """
     import base64
 
-    import redis
-
     clock = Clockwork(total)
-    client = redis.Redis.from_url(url)
+    client = redis_client(url, pure=pure)
     processing = f"{queue}.raw-processing"
     try:
         while not clock.done.is_set():
@@ -273,14 +290,14 @@ def celery_worker(url: str, queue: str, total: int, prefetch: int) -> dict[str, 
 def main() -> None:
     kind, url, queue, total, prefetch, *rest = sys.argv[1:]
     n, p = int(total), int(prefetch)
-    if kind == "raw-streams":
-        report = raw_streams(url, queue, n, p)
+    if kind in ("raw-streams", "raw-streams-pure"):
+        report = raw_streams(url, queue, n, p, pure=kind.endswith("-pure"))
     elif kind == "raw-kombu":
         report = raw_kombu(url, queue, n, p)
     elif kind == "raw-pyamqp":
         report = raw_pyamqp(url, queue, n, p)
-    elif kind == "raw-lists":
-        report = raw_lists(url, queue, n, p)
+    elif kind in ("raw-lists", "raw-lists-pure"):
+        report = raw_lists(url, queue, n, p, pure=kind.endswith("-pure"))
     elif kind == "consumer-host":
         report = consumer_host(url, queue, n, p, int(rest[0]), coalesce=rest[1] == "coalesce")
     elif kind == "celery":
