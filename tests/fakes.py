@@ -12,6 +12,7 @@ from consumer_host.consuming.options import ConsumerOptions
 from consumer_host.message import Delivery
 from consumer_host.supervision.breaker import CircuitBreaker
 from consumer_host.testing import FakeClock
+from consumer_host.transports.base import QueueSpec, Transport
 
 from .helpers import EventLog
 
@@ -27,14 +28,15 @@ def delivery(body: bytes = b'{"n": 1}', **headers: Any) -> Delivery:
     )
 
 
-class FakeTransport:
+class FakeTransport(Transport):
     """``connect_results`` are consumed in order: an exception to raise, or None to succeed.
 
     ``batches`` are handed out by ``fetch``: a list of deliveries, or an exception to raise.
-    Every call is recorded in ``calls``.
+    Every call is recorded in ``calls``. The optional capabilities are Transport's defaults.
     """
 
     delays_retries = True
+    spec = QueueSpec(queue="orders", dead_letter="orders.dlq")  # scripted_consumer's queue
 
     def __init__(self, connect_results=(), batches=()) -> None:
         self.connect_results = deque(connect_results)

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from consumer_host import Host
 from consumer_host.consuming.paused_watch import PausedWatch
 from consumer_host.testing import FakeClock
+from consumer_host.transports.base import Transport as TransportBase
 from consumer_host.transports.broker import BrokerChoice
 
 from .brokers import unique_queue
@@ -70,7 +71,7 @@ def test_the_watch_runs_at_most_every_interval_and_only_when_the_transport_has_o
     clock = FakeClock()
     calls: list[float] = []
 
-    class Transport:
+    class Transport(TransportBase):
         def watch(self) -> None:
             calls.append(clock.now())
 
@@ -81,4 +82,8 @@ def test_the_watch_runs_at_most_every_interval_and_only_when_the_transport_has_o
     watch.check()
     watch.check()
     assert len(calls) == 1
-    PausedWatch(object(), clock).check()  # a transport without watch(): nothing to do
+
+    class Plain(TransportBase):  # Transport's own watch(): nothing to do
+        pass
+
+    PausedWatch(Plain(), clock).check()

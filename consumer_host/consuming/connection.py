@@ -93,9 +93,8 @@ class BrokerLink:
         # Only while the circuit is closed: a half-open circuit's probe must report back, or
         # every consumer of the broker waits for it to go stale.
         closed = self._breaker.state is BreakerState.CLOSED
-        fail_over = getattr(self.transport, "fail_over", None)
         delay = self.failover.delay(error) if closed else None
-        if delay is None and closed and fail_over is not None and fail_over():
+        if delay is None and closed and self.transport.fail_over():
             delay = 0.0
         if delay is None:
             self._breaker.record_failure()
@@ -108,4 +107,4 @@ class BrokerLink:
 
     def _node(self) -> str:
         """The cluster node the transport is on (password masked); empty for a single node."""
-        return getattr(self.transport, "node", None) or ""
+        return self.transport.node or ""

@@ -43,7 +43,7 @@ from .paused_watch import PausedWatch
 from .readings import ConsumerReadings
 from .settlement import Settlement, debug_enabled
 from .strict_order import StrictOrder
-from .waking import idle_wait, wake
+from .waking import idle_wait
 
 #: While handlers run, how long a fetch may block before finished jobs are settled.
 BUSY_POLL = 0.005
@@ -143,7 +143,7 @@ class Consumer(ConsumerReadings):
 
     def wake(self) -> None:
         """End an idle wait now: a stop or a pause is waiting (see :mod:`.waking`)."""
-        wake(self.transport)
+        self.transport.wake()
 
     def on_stop_requested(self) -> None:
         """The supervisor's hook when it is asked to stop this consumer."""

@@ -11,26 +11,25 @@ for any lost connection, still paused (it subscribes only when not paused).
 
 from __future__ import annotations
 
-from typing import Any
-
 from consumer_host.clock import Clock
+from consumer_host.transports.base import Transport
 
 #: Seconds between two checks of an idle connection.
 WATCH_EVERY = 0.5
 
 
 class PausedWatch:
-    """Calls ``transport.watch()`` (when it has one) at most every :data:`WATCH_EVERY` s."""
+    """Calls ``transport.watch()`` at most every :data:`WATCH_EVERY` s."""
 
-    def __init__(self, transport: Any, clock: Clock, every: float = WATCH_EVERY) -> None:
-        self._watch = getattr(transport, "watch", None)
+    def __init__(self, transport: Transport, clock: Clock, every: float = WATCH_EVERY) -> None:
+        self._watch = transport.watch
         self._clock = clock
         self._every = every
         self._next = clock.now() + every
 
     def check(self) -> None:
         now = self._clock.now()
-        if self._watch is None or now < self._next:
+        if now < self._next:
             return
         self._next = now + self._every
         self._watch()

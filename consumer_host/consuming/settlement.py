@@ -17,7 +17,7 @@ import structlog
 from consumer_host.errors import Defer, Reject
 from consumer_host.message import ATTEMPT_HEADER, RETRY_AT_HEADER, Delivery, Message
 from consumer_host.redaction import redact_text
-from consumer_host.transports.base import QueueSpec, Transport
+from consumer_host.transports.base import Transport
 
 from .decoding import BadMessage, preview
 from .handling import Job, describe_error
@@ -39,14 +39,6 @@ def debug_enabled(log: Any) -> bool:
         if callable(method):
             return bool(method(10))
     return True
-
-
-def _real_dead_letter(transport: Transport, options: ConsumerOptions) -> str:
-    """Where ``transport`` puts dead letters, named for log lines as the broker names it: a
-    Redis transport's spec holds ``{orders}.dlq`` on a cluster for the default ``orders.dlq``.
-    A transport without a spec (the testing harness's) has the name as configured."""
-    spec = getattr(transport, "spec", None)
-    return spec.dead_letter if isinstance(spec, QueueSpec) else options.dead_letter_queue
 
 
 class Counters:
@@ -85,7 +77,9 @@ class Settlement:
         self.chain = chain
         """The consumer's middleware: told about bad input, which never reaches a handler."""
         self.debug = False  # per-message lines cost too much to build and drop on the hot path
-        self._dead_letter_queue = _real_dead_letter(transport, options)
+        # Named for log lines as the broker names it: a Redis transport's spec holds
+        # ``{orders}.dlq`` on a cluster for the default ``orders.dlq``.
+        self._dead_letter_queue = transport.spec.dead_letter
 
     def finish(self, job: Job) -> None:
         """Settle a job whose handler has returned or raised."""

@@ -15,7 +15,7 @@ def consumer_status(consumer: ConsumerReadings, stuck: list[dict[str, Any]]) -> 
         "queue": consumer.options.queue,
         "connected": consumer.connected,
         # The cluster node the instance is connected to (password masked); None on one node.
-        "node": getattr(consumer.transport, "node", None),
+        "node": consumer.transport.node,
         "consuming": consumer.consuming,
         "paused": consumer.paused,
         "kill_switch": None if consumer.kill_switch is None else str(consumer.kill_switch.state),

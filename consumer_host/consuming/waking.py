@@ -8,23 +8,14 @@ consumers then wake a few times a second in all, not hundreds.
 
 from __future__ import annotations
 
-from typing import Any
-
-from consumer_host.transports.base import IDLE_WAIT
+from consumer_host.transports.base import IDLE_WAIT, Transport
 
 #: The longest idle read of a transport that can be woken.
 WOKEN_IDLE_WAIT = IDLE_WAIT
 
 
-def idle_wait(transport: Any, poll_interval: float) -> float:
+def idle_wait(transport: Transport, poll_interval: float) -> float:
     """``poll_interval``, or longer when ``transport`` can be woken."""
-    if not getattr(transport, "can_wake", False):
+    if not transport.can_wake:
         return poll_interval
     return max(poll_interval, WOKEN_IDLE_WAIT)
-
-
-def wake(transport: Any) -> None:
-    """End ``transport``'s idle read now, if it can; from any thread."""
-    wake_transport = getattr(transport, "wake", None)
-    if wake_transport is not None:
-        wake_transport()

@@ -187,9 +187,9 @@ class Harness:
         handler, chain = wrap_handler(
             registration.handler, self.host.consumers.middleware, options, info
         )
-        transport = RecordingTransport()
+        transport = RecordingTransport(options.queue_spec())
         settlement = Settlement(
-            transport,  # type: ignore[arg-type]  # only the settling calls are made
+            transport,  # type: ignore[arg-type]  # only the settling calls and its spec are used
             options,
             log=_log.bind(worker=registration.name, queue=options.queue),
             wall=self.clock.wall,

@@ -9,6 +9,7 @@ from typing import Any
 
 from consumer_host.consuming.middleware import OutcomeKind
 from consumer_host.message import Delivery, Message
+from consumer_host.transports.base import QueueSpec
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,11 +37,15 @@ class Settled:
 
 
 class RecordingTransport:
-    """The settling half of a transport, recording each call instead of talking to a broker."""
+    """The settling half of a transport, recording each call instead of talking to a broker.
+
+    ``spec``: the queues it settles for, as a real transport's ``spec`` (the harness gives each
+    consumer's ``options.queue_spec()``, so dead letters are named as configured)."""
 
     delays_retries = True
 
-    def __init__(self) -> None:
+    def __init__(self, spec: QueueSpec | None = None) -> None:
+        self.spec = spec
         self.acked: list[Delivery] = []
         self.retried: list[tuple[Delivery, dict[str, Any], float]] = []
         self.dead_lettered: list[tuple[Delivery, dict[str, Any]]] = []

@@ -55,11 +55,20 @@ class Transport(Protocol):
     time (AMQP: ``basic.qos(1)``; Redis lists: one move; Streams: one read or claim) until the
     first delivery is settled, then up to ``prefetch``. A message that kills the process is then
     the only one whose delivery count grows with each crash: its batch-mates are not blamed.
+
+    **Optional capabilities.** The members after :meth:`depth` have plain defaults here (a
+    single node, no wake, nothing to watch): a transport subclasses ``Transport`` explicitly,
+    inherits them, and overrides what its broker offers. mypy then checks each override
+    against the signature below, and flags a transport that lacks a required method.
     """
 
     #: ``True`` when the broker holds retried messages back itself (TTL queues, sorted sets);
     #: otherwise the consumer holds them until their ``x-retry-at`` time.
     delays_retries: bool
+
+    spec: QueueSpec
+    """The queues as the broker names them: a Redis Cluster's ``{orders}.dlq`` where the
+    consumer was configured with ``orders.dlq`` (log lines name the real key)."""
 
     def connect(self) -> None:
         """Open the connection and declare the queue, its dead-letter queue and retry plumbing."""
@@ -112,6 +121,36 @@ class Transport(Protocol):
     def depth(self) -> dict[str, int]:
         """Messages waiting in the queue and in its dead-letter queue (for ``check``)."""
         ...
+
+    # -- optional capabilities: the defaults below suit a single-node broker ------------------
+    # (Each default body is a bare ``return``: mypy takes a body of only a docstring for an
+    # abstract method, which every transport would then have to write out.)
+
+    node: str | None = None
+    """The cluster node connected to now (password masked), for ``/status`` and the connect
+    and disconnect events; ``None`` on a single node or while not connected."""
+
+    can_wake: bool = False
+    """``True`` when :meth:`wake` can end an idle :meth:`fetch` early: the consumer's idle
+    reads may then last longer than ``poll_interval`` (consuming.waking)."""
+
+    def wake(self) -> None:
+        """End an idle :meth:`fetch` now (a stop or a pause is waiting); called from any
+        thread. Nothing to do for a transport that cannot be woken."""
+        return
+
+    def watch(self) -> None:
+        """The consumer is paused and fetches nothing: check that the connection still lives
+        (AMQP reads and checks heartbeats, Redis answers a PING), raising
+        :class:`~consumer_host.errors.BrokerUnavailable` if not (consuming.paused_watch).
+        Nothing to watch by default."""
+        return
+
+    def fail_over(self) -> bool:
+        """The connection was lost: ``True`` when the next connect should go to a cluster's
+        next node at once, without a backoff or a failure counted against the broker circuit.
+        ``False`` (back off) by default, as for a single node."""
+        return False
 
 
 class Producer(Protocol):

@@ -31,7 +31,7 @@ from .amqp_acks import AckLedger
 from .amqp_idle import IdleWait
 from .amqp_keeper import Keeper
 from .amqp_nodes import NodeRotation
-from .base import QueueSpec
+from .base import QueueSpec, Transport
 from .broker import scheme_of
 from .kombu_connection import AMQP_SCHEMES, Guard, connection_options
 from .kombu_copies import Copies, declare_dead_letter_queue
@@ -46,7 +46,7 @@ __all__ = ["AMQP_SCHEMES", "KombuTransport", "connection_options"]
 _CLOSE_TIMEOUT = 2.0
 
 
-class KombuTransport(KombuSettling, KombuHeartbeats):
+class KombuTransport(KombuSettling, KombuHeartbeats, Transport):
     """One kombu connection with a consuming channel and a confirming publishing channel."""
 
     def __init__(
@@ -90,26 +90,29 @@ class KombuTransport(KombuSettling, KombuHeartbeats):
         self._ack_batch = max(1, spec.prefetch // 2)
         self._ledger = AckLedger()
         self._idle = IdleWait(self._heartbeat) if self.is_amqp else None  # see amqp_idle
+        self.can_wake = self._idle is not None
         self._guard = Guard(self._io, url, spec.queue, lambda: self._conn)
         # A cluster's failover URL: each connect tries its nodes in turn (amqp_nodes).
         self._nodes = NodeRotation(url, clock=clock)
         self._connect_timeout = connect_timeout
-
-    @property
-    def node(self) -> str | None:
-        """The node connected to now (password masked), for ``/status``; ``None`` if none."""
-        return self._nodes.masked_node or None
+        # The rotation's node, as Transport.node: a plain attribute, since the Redis transports
+        # assign theirs. Set wherever the rotation moves (connect, fail_over), nowhere else.
+        self.node: str | None = None
 
     def fail_over(self) -> bool:
         """The connection was lost: ``True`` when the next connect should go to the cluster's
         next node at once, without a backoff or a failure counted against the circuit."""
-        return self._nodes.lost()
+        at_once = self._nodes.lost()
+        self.node = None
+        return at_once
 
     # -- connection -----------------------------------------------------------------------------
 
     def connect(self) -> None:
         self.close()
+        self.node = None  # a round starts on no node, and a failed one ends on none
         self._nodes.connect(self._connect_node)
+        self.node = self._nodes.masked_node or None
         self._start_keeper()
 
     def _connect_node(self, node: str) -> None:
@@ -202,10 +205,6 @@ class KombuTransport(KombuSettling, KombuHeartbeats):
             self._idle.close()
         with suppress(Exception):
             conn.collect()
-
-    @property
-    def can_wake(self) -> bool:
-        return self._idle is not None
 
     def wake(self) -> None:
         if self._idle is not None:

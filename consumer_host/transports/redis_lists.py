@@ -37,7 +37,7 @@ from consumer_host.message import Delivery
 from consumer_host.redaction import redact_url
 
 from . import redis_scripts as scripts
-from .base import IDLE_WAIT, QueueSpec
+from .base import IDLE_WAIT, QueueSpec, Transport
 from .redis_chores import shared_cadence
 from .redis_clients import serving_node
 from .redis_common import (
@@ -60,7 +60,7 @@ __all__ = ["RedisListProducer", "RedisListTransport"]
 _PROMOTE_AT_LEAST_EVERY = IDLE_WAIT
 
 
-class RedisListTransport(ListSettling):
+class RedisListTransport(ListSettling, Transport):
     """One redis-py client per consumer instance, plus a keeper thread for the alive key."""
 
     delays_retries = True

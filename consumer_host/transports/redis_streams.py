@@ -37,7 +37,7 @@ from consumer_host.errors import BrokerUnavailable
 from consumer_host.message import Delivery
 
 from . import redis_scripts as scripts
-from .base import IDLE_WAIT, Place, QueueSpec
+from .base import IDLE_WAIT, Place, QueueSpec, Transport
 from .redis_chores import shared_cadence
 from .redis_clients import serving_node
 from .redis_common import (
@@ -63,7 +63,7 @@ _PROMOTE_AT_LEAST_EVERY = IDLE_WAIT
 _TRIM_EVERY = 10.0
 
 
-class RedisStreamsTransport(StreamSettling):
+class RedisStreamsTransport(StreamSettling, Transport):
     """One redis-py client per consumer instance, owned by its thread."""
 
     delays_retries = True
