@@ -8,6 +8,7 @@ excluded). The raw loops are the ceilings the host is held against:
 * ``raw py-amqp, multiple acks``: py-amqp alone, decode, one ``basic.ack(multiple)`` per
   ``prefetch / 2`` messages (what the host's coalesced acks do at best);
 * ``raw streams``: XREADGROUP ``prefetch`` entries, decode, one XACK per batch;
+* ``raw lists``: bench.contestants' BLMOVE + pipelined LMOVEs, decode, one pipeline of LREMs;
 * ``raw kombu + 64 threads``: a connection thread hands messages to 64 threads and acks what
   they hand back, the minimal threaded loop beside the host's ``concurrency=64`` threads.
 
@@ -44,6 +45,8 @@ ROWS = {
     "host-amqp": ("amqp", "consumer-host pool 1, coalesced acks"),
     "raw-streams": ("streams", "raw redis-py XREADGROUP/XACK"),
     "host-streams": ("streams", "consumer-host pool 1"),
+    "raw-lists": ("lists", "raw redis-py BLMOVE + LMOVEs / LREMs"),
+    "host-lists": ("lists", "consumer-host pool 1"),
     "raw-threads": ("amqp", "raw kombu + 64 threads"),
     "host-threads": ("amqp", "consumer-host threads, concurrency=64"),
     "host-async": ("amqp", "consumer-host async, concurrency=64"),
@@ -61,6 +64,7 @@ class Clockwork:
         self.started = threading.Event()
         self.first = (0.0, 0.0)
         self.last = (0.0, 0.0)
+        self.fixed: dict[str, Any] | None = None  # a loop that timed itself (raw lists)
 
     def tick(self) -> None:
         with self.lock:
@@ -73,6 +77,8 @@ class Clockwork:
                 self.done.set()
 
     def report(self) -> dict[str, Any]:
+        if self.fixed is not None:
+            return self.fixed
         seconds = self.last[0] - self.first[0]
         return {
             "rate": (self.total - 1) / seconds,
@@ -206,6 +212,16 @@ def _drain(conn: Any, clock: Clockwork) -> None:
             conn.drain_events(timeout=1)
 
 
+def raw_lists(queue: str, clock: Clockwork) -> None:
+    """The loop of ``python -m bench``'s lists ceiling row, reported in this module's units."""
+    from bench.contestants import raw_lists as loop
+
+    report = loop(REDIS_URL, queue, clock.total, PREFETCH)
+    clock.fixed = {"rate": report["rate"], "cpu_us_per_msg": report["cpu_per_1000"] * 1000}
+    clock.started.set()
+    clock.done.set()
+
+
 def child(row: str, queue: str, total: int, profile: bool) -> None:
     clock = Clockwork(total)
     runs = {
@@ -213,6 +229,8 @@ def child(row: str, queue: str, total: int, profile: bool) -> None:
         "raw-amqp": lambda: raw_amqp(queue, clock),
         "raw-streams": lambda: raw_streams(queue, clock),
         "raw-threads": lambda: raw_threads(queue, clock),
+        "raw-lists": lambda: raw_lists(queue, clock),
+        "host-lists": lambda: host(REDIS_URL, queue, clock, prefetch=PREFETCH),
         "host-amqp": lambda: host(AMQP_URL, queue, clock, prefetch=PREFETCH),
         "host-streams": lambda: host(STREAMS_URL, queue, clock, prefetch=PREFETCH),
         "host-threads": lambda: host(AMQP_URL, queue, clock, prefetch=PREFETCH, concurrency=64),
@@ -269,6 +287,12 @@ def publish(broker: str, queue: str, n: int) -> None:
                 pipe.execute()
         pipe.execute()
         return
+    if broker == "lists":  # kombu's Redis transport LPUSHes its envelopes, as producers do
+        with Connection(REDIS_URL) as conn:
+            producer = Producer(conn.channel())
+            for i in range(n):
+                producer.publish({**BODY, "id": i}, routing_key=queue, serializer="json")
+        return
     with Connection(AMQP_URL) as conn:
         channel = conn.channel()
         Queue(queue, routing_key=queue, durable=True).bind(channel).declare()
@@ -283,9 +307,14 @@ def purge(broker: str, queue: str) -> None:
     import redis
     from kombu import Connection
 
-    if broker == "streams":
+    if broker in ("streams", "lists"):
         client = redis.Redis.from_url(REDIS_URL)
-        client.delete(queue, f"{queue}.dlq", *client.keys(f"consumer-host:{queue}:*"))
+        client.delete(
+            queue,
+            f"{queue}.dlq",
+            *client.keys(f"consumer-host:{queue}:*"),
+            *client.keys(f"_kombu.binding.{queue}"),
+        )
         return
     with Connection(AMQP_URL) as conn:
         for name in (queue, f"{queue}.dlq"):
