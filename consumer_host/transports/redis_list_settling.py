@@ -1,5 +1,6 @@
-"""Settling messages of a Redis list: an ack is an ``LREM`` from the processing list; retry and
-dead-letter copies replace the original in one script (see :mod:`.redis_lists`)."""
+"""Settling messages of a Redis list: an ack is an ``LREM`` from the processing list, batched
+(:mod:`.redis_list_acks`); retry and dead-letter copies replace the original in one script (see
+:mod:`.redis_lists`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from consumer_host.message import Delivery
 from .base import Place, QueueSpec
 from .redis_common import Cadence, refused
 from .redis_envelope import copy_envelope
+from .redis_list_acks import ListAcks
 from .suspects import SlowStart
 
 
@@ -26,6 +28,7 @@ class ListSettling:
     keys_delayed: str
     _clock: Clock
     _slow: SlowStart
+    _acks: ListAcks
     _promotion: Cadence
     _settle_copy: Any
     _requeue: Any
@@ -39,8 +42,7 @@ class ListSettling:
     # -- settling ----------------------------------------------------------------------------------
 
     def ack(self, delivery: Delivery) -> None:
-        with self._translated("ack on"):
-            self._client().lrem(self.keys_processing, -1, delivery.handle)
+        self._acks.add(delivery.handle)
         self._slow.settled(delivery)
 
     def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
@@ -65,6 +67,9 @@ class ListSettling:
     ) -> None:
         """Replace the original by ``copy`` at ``target`` atomically, if it is still ours."""
         with self._translated(f"{action} on"):
+            # The script finds the original by its bytes: finished ones go first (see
+            # redis_list_acks).
+            self._acks.flush()
             result = self._settle_copy(
                 keys=[self.keys_processing, target, self.spec.queue],
                 args=[delivery.handle, copy, kind, repr(score)],
@@ -82,6 +87,7 @@ class ListSettling:
         if not deliveries:
             return
         with self._translated("requeue on"):
+            self._acks.flush()
             self._requeue(
                 keys=[self.keys_processing, self.spec.queue],
                 args=[delivery.handle for delivery in reversed(deliveries)],
