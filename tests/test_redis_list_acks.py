@@ -29,7 +29,7 @@ from .helpers import wait_until
 from .redis_transports import fetch_until, made_by
 from .test_cli import APPS, start
 from .test_concurrency_kill import ACK_SLACK, read
-from .test_transport_redis_lists import bodies, push
+from .test_transport_redis_lists import bodies, envelope, push
 
 queue = redis_transports.queue
 client = redis_transports.client
@@ -279,6 +279,22 @@ def test_a_death_before_the_send_redelivers_the_finished_messages_and_loses_none
         json.dumps(x) for x in bodies([a, b, c])
     )
     assert {d.delivery_count for d in again} == {2}
+
+
+def test_a_suspects_ack_goes_at_once_with_the_batch(client, queue, transports):
+    """A batch-mate that kills the process must not count a delivery against a finished
+    suspect: its recovery would, each time, until max_deliveries dead-letters it."""
+    push(client, queue, {"n": 0}, {"n": 1})
+    client.lpush(queue, '{"x-delivery-count":1,' + envelope({"n": 2})[1:])
+    transport = transports(queue, clock=FakeClock())
+    transport.ack(fetch_until(transport, 1)[0])
+    first, suspect = fetch_until(transport, 2)
+    assert suspect.delivery_count == 2
+    transport.ack(first)
+    assert client.llen(transport.keys_processing) == 2  # a first delivery's ack waits
+
+    transport.ack(suspect)
+    assert client.llen(transport.keys_processing) == 0
 
 
 # -- a SIGKILLed process --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from .base import Place, QueueSpec
 from .redis_common import Cadence, refused
 from .redis_envelope import copy_envelope
 from .redis_list_acks import ListAcks
-from .suspects import SlowStart
+from .suspects import SlowStart, is_suspect
 
 
 class ListSettling:
@@ -44,6 +44,12 @@ class ListSettling:
     def ack(self, delivery: Delivery) -> None:
         self._acks.add(delivery.handle)
         self._slow.settled(delivery)
+        if is_suspect(delivery):
+            # Sent now: were a batch-mate to kill the process first, the recovery would count
+            # one more delivery against this finished message, each time, up to max_deliveries.
+            # Suspects come only after a crash; the steady state still batches.
+            with self._translated("ack on"):
+                self._acks.flush()
 
     def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
         copy = copy_envelope(delivery, headers, self.spec.queue)
