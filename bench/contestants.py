@@ -184,9 +184,15 @@ def raw_lists(
     pipeline, decode each, then ``LREM`` the batch from the processing list in one pipeline.
     The entries are kombu's Redis envelopes (what consumer-host reads too): JSON, body base64.
     """
+    clock = Clockwork(total)
+    list_loop(url, queue, clock, prefetch, pure=pure)
+    return clock.report()
+
+
+def list_loop(url: str, queue: str, clock: Clockwork, prefetch: int, *, pure: bool = False) -> None:
+    """The lists loop of :func:`raw_lists` until ``clock`` is done (bench/path.py runs it too)."""
     import base64
 
-    clock = Clockwork(total)
     client = redis_client(url, pure=pure)
     processing = f"{queue}.raw-processing"
     try:
@@ -210,7 +216,6 @@ def raw_lists(
             pipe.execute()
     finally:
         client.delete(processing)
-    return clock.report()
 
 
 def _run_host(url: str, total: int, register: Any) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import threading
 import uuid
 from typing import Any
 
-from bench.contestants import Clockwork, stream_loop
+from bench.contestants import Clockwork, list_loop, stream_loop
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -45,6 +45,8 @@ ROWS = {
     "raw-streams": ("streams", "raw redis-py XREADGROUP/XACK"),
     "raw-streams-pure": ("streams", "raw redis-py XREADGROUP/XACK, pure-Python parser"),
     "host-streams": ("streams", "consumer-host pool 1"),
+    "raw-lists": ("redis", "raw redis-py BLMOVE + LMOVEs / LREMs"),
+    "host-lists": ("redis", "consumer-host pool 1"),
     "raw-threads": ("amqp", "raw kombu + 64 threads"),
     "host-threads": ("amqp", "consumer-host threads, concurrency=64"),
     "host-async": ("amqp", "consumer-host async, concurrency=64"),
@@ -173,6 +175,8 @@ def child(row: str, queue: str, total: int, profile: bool) -> None:
         "raw-streams": lambda: raw_streams(queue, clock),
         "raw-streams-pure": lambda: stream_loop(REDIS_URL, queue, clock, PREFETCH, pure=True),
         "raw-threads": lambda: raw_threads(queue, clock),
+        "raw-lists": lambda: list_loop(REDIS_URL, queue, clock, PREFETCH),
+        "host-lists": lambda: host(REDIS_URL, queue, clock, prefetch=PREFETCH),
         "host-amqp": lambda: host(AMQP_URL, queue, clock, prefetch=PREFETCH),
         "host-streams": lambda: host(STREAMS_URL, queue, clock, prefetch=PREFETCH),
         "host-threads": lambda: host(AMQP_URL, queue, clock, prefetch=PREFETCH, concurrency=64),

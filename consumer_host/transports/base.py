@@ -87,10 +87,10 @@ class Transport(Protocol):
 
         When the ack reaches the broker differs, and a caller may assume only that it does
         before :meth:`close` returns or within ``max_ack_delay`` (50 ms), whichever is first,
-        even while the owning thread is busy: Redis lists ``LREM`` at once; AMQP coalesces a
-        contiguous run of finished delivery tags into one ``basic.ack(multiple)`` (never over an
-        unfinished tag); Streams collect ids for one ``XACK``. A crash before it can only cause a
-        redelivery.
+        even while the owning thread is busy: Redis lists collect entries for one script of
+        ``LREM``s; AMQP coalesces a contiguous run of finished delivery tags into one
+        ``basic.ack(multiple)`` (never over an unfinished tag); Streams collect ids for one
+        ``XACK``. A crash before it can only cause a redelivery.
         """
 
     def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:

@@ -1,5 +1,6 @@
-"""Settling messages of a Redis list: an ack is an ``LREM`` from the processing list; retry and
-dead-letter copies replace the original in one script (see :mod:`.redis_lists`)."""
+"""Settling messages of a Redis list: an ack is an ``LREM`` from the processing list, batched
+(:mod:`.redis_list_acks`); retry and dead-letter copies replace the original in one script (see
+:mod:`.redis_lists`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from consumer_host.message import Delivery
 from .base import Place, QueueSpec
 from .redis_common import Cadence, refused
 from .redis_envelope import copy_envelope
-from .suspects import SlowStart
+from .redis_list_acks import ListAcks
+from .suspects import SlowStart, is_suspect
 
 
 class ListSettling:
@@ -26,6 +28,7 @@ class ListSettling:
     keys_delayed: str
     _clock: Clock
     _slow: SlowStart
+    _acks: ListAcks
     _promotion: Cadence
     _settle_copy: Any
     _requeue: Any
@@ -39,9 +42,14 @@ class ListSettling:
     # -- settling ----------------------------------------------------------------------------------
 
     def ack(self, delivery: Delivery) -> None:
-        with self._translated("ack on"):
-            self._client().lrem(self.keys_processing, -1, delivery.handle)
+        self._acks.add(delivery.handle)
         self._slow.settled(delivery)
+        if is_suspect(delivery):
+            # Sent now: were a batch-mate to kill the process first, the recovery would count
+            # one more delivery against this finished message, each time, up to max_deliveries.
+            # Suspects come only after a crash; the steady state still batches.
+            with self._translated("ack on"):
+                self._acks.flush()
 
     def retry(self, delivery: Delivery, headers: dict[str, Any], delay: float) -> None:
         copy = copy_envelope(delivery, headers, self.spec.queue)
@@ -65,6 +73,9 @@ class ListSettling:
     ) -> None:
         """Replace the original by ``copy`` at ``target`` atomically, if it is still ours."""
         with self._translated(f"{action} on"):
+            # The script finds the original by its bytes: finished ones go first (see
+            # redis_list_acks).
+            self._acks.flush()
             result = self._settle_copy(
                 keys=[self.keys_processing, target, self.spec.queue],
                 args=[delivery.handle, copy, kind, repr(score)],
@@ -82,6 +93,7 @@ class ListSettling:
         if not deliveries:
             return
         with self._translated("requeue on"):
+            self._acks.flush()
             self._requeue(
                 keys=[self.keys_processing, self.spec.queue],
                 args=[delivery.handle for delivery in reversed(deliveries)],

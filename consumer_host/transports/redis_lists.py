@@ -5,7 +5,9 @@ unacked: a kill or a reset at the wrong moment loses it, and a killed consumer's
 messages stay hidden for the visibility timeout (an hour). Here a fetch is one atomic
 ``BLMOVE queue -> processing list`` (the reliable-queue pattern of Sidekiq's super_fetch):
 
-* the message is always in exactly one Redis list; an ack is ``LREM`` from the processing list;
+* the message is always in exactly one Redis list; an ack is ``LREM`` from the processing list,
+  batched (before the next fetch, within 50 ms, before a copy, a requeue or a recovery: see
+  :mod:`.redis_list_acks`);
 * every consumer is registered in a set and has an ``alive`` key it refreshes from a keeper
   thread (so a long handler does not look dead). A sweep, run now and then by every consumer,
   moves the processing lists of consumers whose ``alive`` key expired back to the queue, counts a
@@ -47,6 +49,7 @@ from .redis_common import (
 )
 from .redis_envelope import read_envelope
 from .redis_keys import cluster_spec, own_prefix
+from .redis_list_acks import ListAcks
 from .redis_list_settling import ListSettling, as_bytes
 from .redis_producers import RedisListProducer
 from .redis_urls import parse_redis_url
@@ -106,6 +109,7 @@ class RedisListTransport(ListSettling, Transport):
         self._connected_before = False
         self._consuming = False
         self._slow = SlowStart(spec.prefetch, clock)
+        self._acks = ListAcks(self.keys_processing, clock)
         queue = spec.queue  # one per queue per process, see redis_chores
         self._promotion = shared_cadence(clock, url, f"promote:{queue}", _PROMOTE_AT_LEAST_EVERY)
         self._sweep = shared_cadence(clock, url, f"sweep:{queue}", recover_interval)
@@ -141,6 +145,9 @@ class RedisListTransport(ListSettling, Transport):
             self._requeue = client.register_script(scripts.LIST_REQUEUE)
             self._promote = client.register_script(scripts.LIST_PROMOTE_DUE)
             self._register(client)
+            # Acks a dropped connection kept go first: recovery would give their messages back.
+            self._acks.start(client, f"acks:{self.id}")
+            self._acks.flush()
             # What our processing list holds goes back to the queue: on the first connect, a
             # previous process with this id (same pod, restarted) died holding it, and each
             # counts a delivery; on a reconnect it is what this process fetched before the link
@@ -200,6 +207,9 @@ class RedisListTransport(ListSettling, Transport):
 
     def stop_consuming(self) -> None:
         self._consuming = False
+        if self._redis is not None:
+            with self._translated("ack on"):
+                self._acks.flush()
 
     def wake(self) -> None:
         """End an idle read now (a stop or a pause is waiting); from any thread."""
@@ -212,8 +222,10 @@ class RedisListTransport(ListSettling, Transport):
             reader.close()
 
     def discard(self) -> None:
-        """Drop a broken connection; what we held comes back through recovery."""
+        """Drop a broken connection; what we held comes back through recovery (finished
+        messages' acks are kept: the next connection sends them first)."""
         self._keeper_stop.set()
+        self._acks.stop()
         self._close_reader()
         client, self._redis = self._redis, None
         self.node = None
@@ -224,6 +236,7 @@ class RedisListTransport(ListSettling, Transport):
 
     def close(self) -> None:
         self._keeper_stop.set()
+        self._acks.stop()
         self._close_reader()
         client, self._redis = self._redis, None
         self.node = None
@@ -235,6 +248,7 @@ class RedisListTransport(ListSettling, Transport):
             client.close()
             return
         try:
+            self._acks.flush()  # a failed ack skips the recovery: it would give back done work
             # Whatever is still ours goes back at the head of the queue, unstarted (not
             # counted); then we are gone.
             self._recover_own(
@@ -253,10 +267,12 @@ class RedisListTransport(ListSettling, Transport):
         """Paused: the connection still answers (see consuming/paused_watch)."""
         with self._translated("ping"):
             self._client().ping()
+            self._acks.flush()
 
     def fetch(self, timeout: float, limit: int = 1_000) -> list[Delivery]:
         client = self._client()
         with self._translated("read from"):
+            self._acks.flush()  # before anything moves into the processing list
             self._register_if_stalled(client)
             self._maintain(client)
             if not self._consuming:
