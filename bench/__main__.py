@@ -329,7 +329,10 @@ def render(rows: list[dict[str, Any]], n: int, repeats: int) -> str:
         "pipeline of `LREM`s per batch on Redis lists, a "
         "redis-py `XREADGROUP` of 100 and one `XACK` per batch on Streams; every raw loop "
         "decodes the JSON body as consumer-host does. On Streams raw kombu has no loop (kombu "
-        "does not speak Streams), so 'vs raw kombu' is against the XREADGROUP loop.",
+        "does not speak Streams), so 'vs raw kombu' is against the XREADGROUP loop. Every "
+        "redis-py client here parses replies with hiredis, which consumer-host installs; the "
+        "rows marked '(pure-Python parser)' run the same loops with redis-py's own parser, "
+        "what a plain `pip install redis` gives.",
     ]
     return "\n".join(lines) + "\n"
 
