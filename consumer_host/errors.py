@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class ConsumerHostError(Exception):
     """Base class of every error raised by consumer-host."""
@@ -81,6 +83,11 @@ class Defer(Exception):
     and without counting an attempt (Celery ``eta``/``countdown``)."""
 
     def __init__(self, seconds: float) -> None:
+        if not math.isfinite(seconds):
+            # Raised in a handler, this fails the message (retried with backoff) instead of
+            # redelivering it at once, forever.
+            raise ValueError(f"Defer needs a finite number of seconds, not {seconds!r}")
+        seconds = max(0.0, seconds)  # a time already past is due now
         super().__init__(f"deferred for {seconds:.3f}s")
         self.seconds = seconds
 

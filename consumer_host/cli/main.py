@@ -13,6 +13,7 @@ from typing import NoReturn
 import click
 
 from consumer_host import __version__
+from consumer_host.errors import ConfigError
 
 from .control import pause, quiet, resume
 from .dlq import dlq
@@ -53,4 +54,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except ConfigError as exc:
+        # A configuration the broker cannot take, found past the command's own checks (a
+        # queue name too long for RabbitMQ, say): the user's mistake, in one line.
+        click.echo(f"consumer-host: error: {exc}", err=True)
+        sys.exit(2)
     sys.exit(0)

@@ -71,7 +71,7 @@ def decode(delivery: Delivery, accepted: frozenset[str], max_body_bytes: int) ->
             f"(accept: {', '.join(sorted(accepted))})",
         )
     if content_type == JSON:
-        return _decode_json(body)
+        return _decode_json(body, delivery.content_encoding)
     if content_type in RAW_TYPES:
         return body
     try:
@@ -98,17 +98,38 @@ _MEDIA_TYPES: dict[str, str] = {}
 _MEDIA_TYPES_KEPT = 64
 
 
-def _decode_json(body: bytes) -> Any:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadMessage("invalid_utf8", str(exc)) from None
+#: Content encodings that mean UTF-8 for a JSON body (kombu writes "utf-8"; "binary": as sent).
+_UTF8 = frozenset({"utf-8", "utf8", "UTF-8", "UTF8", "binary"})
+
+
+def _decode_json(body: bytes, encoding: str | None = None) -> Any:
+    if encoding is None or encoding in _UTF8:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadMessage("invalid_utf8", str(exc)) from None
+    else:
+        text = _decode_text(body, encoding)
     if not text or text.isspace():  # isspace: no stripped copy of every body
         raise BadMessage("invalid_json", "the body is empty")
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise BadMessage("invalid_json", str(exc)[:200]) from None
+
+
+def _decode_text(body: bytes, encoding: str) -> str:
+    """A JSON body in another text encoding (``latin-1``, ``utf-16``): decoded as it says. A
+    name Python does not know, or a bytes codec (``gzip``, ``base64``), is the producer's
+    mistake: the body would be read as something it is not."""
+    try:
+        return body.decode(encoding)
+    except LookupError:
+        raise BadMessage(
+            "unknown_content_encoding", f"{encoding[:100]!r} is not a text encoding"
+        ) from None
+    except UnicodeError as exc:
+        raise BadMessage("invalid_encoding", f"not {encoding[:100]}: {str(exc)[:200]}") from None
 
 
 def preview(body: bytes, limit: int = 200) -> str:

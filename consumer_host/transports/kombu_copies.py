@@ -11,10 +11,33 @@ from typing import Any
 
 from kombu.connection import Connection
 
+from consumer_host.errors import ConfigError
 from consumer_host.message import COPIED_PROPERTIES, Delivery
 
 from .base import Place, QueueSpec
-from .kombu_producer import RoutedChannel, declare_queue, deliver, encodable_headers
+from .kombu_producer import (
+    AMQP_NAME_BYTES,
+    RoutedChannel,
+    check_amqp_name,
+    declare_queue,
+    deliver,
+    encodable_headers,
+)
+
+#: What a retry queue adds to the queue's name: ``.retry.`` and a delay of up to 10 digits (ms).
+RETRY_SUFFIX_BYTES = len(".retry.") + 10
+
+
+def check_amqp_names(spec: QueueSpec) -> None:
+    """Refuse, at start, names RabbitMQ cannot carry: a queue whose retry queues would pass
+    255 bytes would otherwise fail its first retry, inside the loop, after the first failure."""
+    queue_room = AMQP_NAME_BYTES - RETRY_SUFFIX_BYTES
+    if len(spec.queue.encode()) > queue_room:
+        raise ConfigError(
+            f"queue name of {len(spec.queue.encode())} bytes is too long for RabbitMQ: at most "
+            f"{queue_room} (its retry queues add up to {RETRY_SUFFIX_BYTES} to the 255 AMQP allows)"
+        )
+    check_amqp_name(spec.dead_letter, "dead-letter queue")
 
 
 def copy_queue_arguments(spec: QueueSpec) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 ``Delivery.delivery_count`` comes from a quorum queue's ``x-delivery-count`` header (+1), which
 RabbitMQ sets from the second delivery on; classic queues keep no count, so it stays ``None``
-there (and on a quorum queue's first delivery).
+there (and on a quorum queue's first delivery). The header is read only on a delivery flagged
+redelivered: on a first delivery it can only be the producer's (a classic queue passes it
+through), and a forged count must not dead-letter a message no handler has seen.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def from_amqp(msg: Any) -> Delivery:
             headers = {k: v for k, v in headers.items() if k != "compression"}
         except Exception as exc:  # noqa: BLE001 - an unknown or lying compression header
             defect = f"undecompressable: {type(exc).__name__}: {str(exc)[:200]}"
-    count = headers.get("x-delivery-count")
+    redelivered = bool(info.get("redelivered"))
+    count = headers.get("x-delivery-count") if redelivered else None
     return Delivery(
         body=body if type(body) is bytes else as_bytes(body, None),  # b'' comes as ''
         content_type=props.get("content_type") or None,
@@ -40,7 +43,7 @@ def from_amqp(msg: Any) -> Delivery:
         headers=headers,
         properties=props,
         delivery_info=info,
-        redelivered=bool(info.get("redelivered")),
+        redelivered=redelivered,
         delivery_count=count + 1 if type(count) is int else None,
         defect=defect,
         handle=info["delivery_tag"],

@@ -22,7 +22,7 @@ import amqp.exceptions
 from amqp.serialization import dumps
 from kombu.connection import Connection
 
-from consumer_host.errors import BrokerUnavailable, CopyRefused
+from consumer_host.errors import BrokerUnavailable, ConfigError, CopyRefused
 
 from .amqp_nodes import NodeRotation
 from .base import Place
@@ -148,6 +148,20 @@ def encodable_headers(headers: dict[str, Any]) -> dict[str, Any]:
     return safe
 
 
+#: AMQP 0-9-1 carries queue names as short strings: at most 255 bytes of UTF-8.
+AMQP_NAME_BYTES = 255
+
+
+def check_amqp_name(name: str, what: str = "queue") -> None:
+    """A name RabbitMQ cannot carry is the user's mistake, said in one line (py-amqp would
+    fail deep in its frame packing)."""
+    if len(name.encode()) > AMQP_NAME_BYTES:
+        raise ConfigError(
+            f"{what} name of {len(name.encode())} bytes is too long for RabbitMQ "
+            f"(at most {AMQP_NAME_BYTES})"
+        )
+
+
 class KombuProducer:
     """Publish to queues on one kombu broker URL: declared durable once, persistent, confirmed
     and routed on RabbitMQ. Not thread-safe: one owner thread.
@@ -180,7 +194,10 @@ class KombuProducer:
         headers: dict[str, Any],
         message_id: str,
     ) -> None:
-        """Publish ``body`` to ``queue``; raise BrokerRefused, BrokerUnavailable or CopyRefused."""
+        """Publish ``body`` to ``queue``; raise BrokerRefused, BrokerUnavailable or CopyRefused
+        (ConfigError for a name RabbitMQ cannot carry)."""
+        if self._amqp:
+            check_amqp_name(queue)
         properties = {
             "content_type": content_type,
             "content_encoding": content_encoding,

@@ -34,7 +34,7 @@ from .amqp_nodes import NodeRotation
 from .base import QueueSpec, Transport
 from .broker import scheme_of
 from .kombu_connection import AMQP_SCHEMES, Guard, connection_options
-from .kombu_copies import Copies, declare_dead_letter_queue
+from .kombu_copies import Copies, check_amqp_names, declare_dead_letter_queue
 from .kombu_deliveries import from_amqp, from_kombu
 from .kombu_heartbeats import KombuHeartbeats
 from .kombu_producer import RoutedChannel, declare_queue
@@ -64,6 +64,8 @@ class KombuTransport(KombuSettling, KombuHeartbeats, Transport):
         self.url = url
         self.spec = spec
         self.is_amqp = scheme_of(url) in AMQP_SCHEMES
+        if self.is_amqp:
+            check_amqp_names(spec)
         self.delays_retries = self.is_amqp
         self._clock = clock
         self._heartbeat = heartbeat if self.is_amqp else 0.0
