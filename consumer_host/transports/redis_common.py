@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -39,6 +40,14 @@ _UNAVAILABLE = (
     redis_errors.RedisClusterException,
     OSError,
 )
+
+#: Replies that are an outage, not a refusal: a server briefly unable to serve (BUSY script,
+#: OOM, MISCONF failing to save), by the reply's code (BUSYGROUP is not BUSY).
+_TRANSIENT = re.compile(r"(BUSY|OOM|MISCONF)\b")
+#: NOGROUP anywhere in the text (a script's error wraps the code): the consumer group or its
+#: stream was deleted under us. The reconnect creates both again (``_ensure_group``), so it is
+#: an outage the consumer gets over by itself, not a refusal that should trip it for good.
+_GONE = re.compile(r"\bNOGROUP\b")
 
 _TRANSLATED: tuple[type[BaseException], ...] = (
     *FAILING_OVER,
@@ -88,7 +97,10 @@ def make_client(
 @contextmanager
 def translated(action: str, url: str, queue: str) -> Iterator[None]:
     """Map redis-py errors to BrokerRefused (permanent), BrokerFailingOver (a failover under
-    way, by exception class) or BrokerUnavailable, without secrets."""
+    way: see redis_failover) or BrokerUnavailable (an outage, reconnected), without secrets.
+
+    Any other error reply is permanent: a wrong key type, an unknown command, a bad argument
+    would fail again on every reconnect."""
     try:
         yield
     except _REFUSED as exc:
@@ -99,7 +111,8 @@ def translated(action: str, url: str, queue: str) -> Iterator[None]:
             raise BrokerFailingOver(where) from exc
         if isinstance(exc, _UNAVAILABLE):
             raise BrokerUnavailable(where) from exc
-        transient = str(exc).startswith(("BUSY", "OOM", "MISCONF"))
+        message = str(exc)
+        transient = _TRANSIENT.match(message) is not None or _GONE.search(message) is not None
         raise (BrokerUnavailable if transient else BrokerRefused)(where) from exc
 
 

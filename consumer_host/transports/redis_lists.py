@@ -160,6 +160,7 @@ class RedisListTransport(ListSettling, Transport):
                     self.url,
                     connect_timeout=self._connect_timeout,
                     socket_timeout=self._socket_timeout,
+                    instance=self.instance,
                 )
                 if self._wakeable
                 else None
