@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import secrets
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -57,8 +58,16 @@ _TRANSLATED: tuple[type[BaseException], ...] = (
 
 
 def consumer_id(instance: str) -> str:
-    """``orders-2@web-7f9c-1``: stable across restarts of the same pod, unique between pods."""
-    return f"{instance}@{socket.gethostname()}-{os.getpid()}"
+    """``orders-2@web-7f9c-1-3fa9c1``: a new id each call, made once per transport and kept
+    across its reconnects (acks that failed are resent to what it names).
+
+    Host name and pid say where a consumer runs, but do not tell two live ones apart: containers
+    run as PID 1 on one host network, compose replicas share a ``hostname:``. Two list consumers
+    with one id would share a processing list and alive key (each taking the other's in-flight
+    messages back to the queue at start: duplicates), two stream consumers one PEL. The random
+    token makes each process start its own consumer; what a dead one held is recovered by the
+    sweep once its alive key expires (lists) or by XAUTOCLAIM (Streams), never by its name."""
+    return f"{instance}@{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 def make_client(

@@ -1,7 +1,8 @@
 """Consumers on Redis Streams: consumer groups, batched acks, crash recovery by XAUTOCLAIM.
 
 Each queue is a stream, each ``@host.consumer`` a consumer group (the queue name unless
-``group=`` says otherwise), each pool instance a named consumer ``<instance>@<host>-<pid>``.
+``group=`` says otherwise), each pool instance a named consumer
+``<instance>@<host>-<pid>-<token>``, new at each process start (``redis_common.consumer_id``).
 
 * Reading: ``XREADGROUP ... COUNT n BLOCK`` the fetch timeout; ``n`` is 1 after
   ``start_consuming`` until the first settle (slow start), then up to the prefetch.
