@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import secrets
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -40,6 +42,14 @@ _UNAVAILABLE = (
     OSError,
 )
 
+#: Replies that are an outage, not a refusal: a server briefly unable to serve (BUSY script,
+#: OOM, MISCONF failing to save), by the reply's code (BUSYGROUP is not BUSY).
+_TRANSIENT = re.compile(r"(BUSY|OOM|MISCONF)\b")
+#: NOGROUP anywhere in the text (a script's error wraps the code): the consumer group or its
+#: stream was deleted under us. The reconnect creates both again (``_ensure_group``), so it is
+#: an outage the consumer gets over by itself, not a refusal that should trip it for good.
+_GONE = re.compile(r"\bNOGROUP\b")
+
 _TRANSLATED: tuple[type[BaseException], ...] = (
     *FAILING_OVER,
     *_UNAVAILABLE,
@@ -48,8 +58,16 @@ _TRANSLATED: tuple[type[BaseException], ...] = (
 
 
 def consumer_id(instance: str) -> str:
-    """``orders-2@web-7f9c-1``: stable across restarts of the same pod, unique between pods."""
-    return f"{instance}@{socket.gethostname()}-{os.getpid()}"
+    """``orders-2@web-7f9c-1-3fa9c1``: a new id each call, made once per transport and kept
+    across its reconnects (acks that failed are resent to what it names).
+
+    Host name and pid say where a consumer runs, but do not tell two live ones apart: containers
+    run as PID 1 on one host network, compose replicas share a ``hostname:``. Two list consumers
+    with one id would share a processing list and alive key (each taking the other's in-flight
+    messages back to the queue at start: duplicates), two stream consumers one PEL. The random
+    token makes each process start its own consumer; what a dead one held is recovered by the
+    sweep once its alive key expires (lists) or by XAUTOCLAIM (Streams), never by its name."""
+    return f"{instance}@{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 def make_client(
@@ -88,7 +106,10 @@ def make_client(
 @contextmanager
 def translated(action: str, url: str, queue: str) -> Iterator[None]:
     """Map redis-py errors to BrokerRefused (permanent), BrokerFailingOver (a failover under
-    way, by exception class) or BrokerUnavailable, without secrets."""
+    way: see redis_failover) or BrokerUnavailable (an outage, reconnected), without secrets.
+
+    Any other error reply is permanent: a wrong key type, an unknown command, a bad argument
+    would fail again on every reconnect."""
     try:
         yield
     except _REFUSED as exc:
@@ -99,7 +120,8 @@ def translated(action: str, url: str, queue: str) -> Iterator[None]:
             raise BrokerFailingOver(where) from exc
         if isinstance(exc, _UNAVAILABLE):
             raise BrokerUnavailable(where) from exc
-        transient = str(exc).startswith(("BUSY", "OOM", "MISCONF"))
+        message = str(exc)
+        transient = _TRANSIENT.match(message) is not None or _GONE.search(message) is not None
         raise (BrokerUnavailable if transient else BrokerRefused)(where) from exc
 
 

@@ -8,6 +8,12 @@
 * Streams (``redis+streams://``): the dead-letter stream is read with ``XRANGE`` in chunks; a
   replay moves each entry with one script (``XADD`` of the copy, ``XDEL`` of the dead letter).
 
+Every walk (browse, replay, purge) stops at what the dead letters held when it began: as many
+list entries as ``LLEN`` counted then, the stream up to its last id then. A running consumer
+that dead-letters again meanwhile (a replayed message failing once more) would otherwise feed
+the walk for as long as it runs (2016 dead letters, "replayed 3947"). The AMQP walk does the
+same (kombu_dead_letters).
+
 Nothing but the chunk being looked at is held in memory.
 """
 
@@ -73,10 +79,12 @@ class RedisListDeadLetters(_RedisDeadLetters):
     """Dead letters in a Redis list, in kombu's JSON envelope."""
 
     def browse(self) -> Iterator[dict[str, Any]]:
+        with self._translated("read from"):
+            held = self._held()
         seen = 0
-        while True:
+        while seen < held:
             with self._translated("read from"):
-                chunk = self._chunk(seen)
+                chunk = self._chunk(seen)[: held - seen]
             if not chunk:
                 return
             seen += len(chunk)
@@ -102,13 +110,18 @@ class RedisListDeadLetters(_RedisDeadLetters):
         done = 0
         try:
             with self._translated(action):
-                while not selection.exhausted(done):
-                    chunk = self._chunk(kept)
+                # No more than were there at the start: new ones arrive at the left, behind
+                # them. (Should someone else remove some meanwhile, as many newer ones may be
+                # offered instead: the walk stays bounded.)
+                left = self._held()
+                while left > 0 and not selection.exhausted(done):
+                    chunk = self._chunk(kept)[:left]
                     if not chunk:
                         break
                     for raw in chunk:
                         if selection.exhausted(done):
                             break
+                        left -= 1
                         if not selection.matches(_envelope_headers(raw)):
                             kept += 1
                         elif int(take(raw)):
@@ -117,6 +130,9 @@ class RedisListDeadLetters(_RedisDeadLetters):
         except BrokerError as exc:
             raise DeadLetterMoveStopped(str(exc), done=done) from exc
         return done
+
+    def _held(self) -> int:
+        return int(self._client.llen(self.dead_letter))
 
     def _chunk(self, skip: int) -> list[bytes]:
         """Up to CHUNK dead letters, oldest first, after the ``skip`` oldest."""
@@ -195,10 +211,16 @@ class RedisStreamDeadLetters(_RedisDeadLetters):
         return done
 
     def _chunks(self, action: str) -> Iterator[list[tuple[bytes, dict[bytes, bytes]]]]:
+        """The dead letters in chunks, oldest first, up to the newest there when this began."""
+        with self._translated(action):
+            newest: Any = self._client.xrevrange(self.dead_letter, count=1)
+        if not newest:
+            return
+        last = newest[0][0]
         start = "-"
         while True:
             with self._translated(action):
-                chunk: Any = self._client.xrange(self.dead_letter, min=start, count=CHUNK)
+                chunk: Any = self._client.xrange(self.dead_letter, min=start, max=last, count=CHUNK)
             if not chunk:
                 return
             yield chunk

@@ -3,11 +3,20 @@ strips the error code from the text of the errors it maps to a class); by the er
 inside a script's error, which redis-py leaves a plain ``ResponseError``.
 
 These are temporary by nature: a replica being promoted (MASTERDOWN, CLUSTERDOWN, TRYAGAIN),
-a connection still pointing at a primary that was demoted (READONLY), a node loading its data
-after a restart (LOADING), a slot that moved (MOVED/ASK), or no primary known yet to the
-sentinels or the slot map. The consumer reconnects (asking the sentinels or the cluster again)
-at a fast pace without counting them against the broker circuit; see
-``consuming/connection.py``.
+a connection still pointing at a primary that was demoted (READONLY), a blocked read the demoted
+primary ended (UNBLOCKED), a node loading its data after a restart (LOADING), a slot that moved
+(MOVED/ASK), or no primary known yet to the sentinels or the slot map. The consumer reconnects
+(asking the sentinels or the cluster again) at a fast pace without counting them against the
+broker circuit; see ``consuming/connection.py``.
+
+UNBLOCKED is what a primary being demoted sends every client blocked in BLMOVE/XREADGROUP
+("force unblock from blocking operation, instance state changed (master -> replica?)"): the
+same event as READONLY, seen by a connection that was waiting rather than writing, and what it
+needs is the same, a reconnect that asks the sentinels again. Its other causes (the stream key
+deleted under an XREADGROUP, an operator's ``CLIENT UNBLOCK <id> ERROR``) are one-off too: the
+reconnect's first read works or fails with an error of its own, classified on its own, and a
+"failover" that keeps coming back is still counted once it lasts longer than a failover
+should. (NOGROUP, the group or its stream deleted, is an outage: see redis_common.)
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ FAILING_OVER: tuple[type[BaseException], ...] = (
 
 #: Error codes of replies redis-py leaves as a plain ResponseError (inside a script's error, for
 #: one); read only as a last resort.
-_FAILING_OVER_CODE = re.compile(r"\b(LOADING|READONLY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN)\b")
+_FAILING_OVER_CODE = re.compile(r"\b(LOADING|READONLY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|UNBLOCKED)\b")
 
 
 def failing_over(exc: BaseException, *, replicated: bool) -> bool:

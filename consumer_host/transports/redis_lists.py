@@ -148,10 +148,11 @@ class RedisListTransport(ListSettling, Transport):
             # Acks a dropped connection kept go first: recovery would give their messages back.
             self._acks.start(client, f"acks:{self.id}")
             self._acks.flush()
-            # What our processing list holds goes back to the queue: on the first connect, a
-            # previous process with this id (same pod, restarted) died holding it, and each
-            # counts a delivery; on a reconnect it is what this process fetched before the link
-            # broke, which says nothing about the messages (no count).
+            # What our processing list holds goes back to the queue: on a reconnect, what this
+            # process fetched before the link broke, which says nothing about the messages (no
+            # count). The id is new at each process start (consumer_id), so on the first
+            # connect the list is empty: a previous process's list, restarted pod or not, is the
+            # sweep's once its alive key expires, never taken by a live namesake.
             mode = "as-is" if self._connected_before else "count"
             self._recover_own(keys=[self.keys_processing, self.spec.queue], args=[mode])
             self._connected_before = True
@@ -160,6 +161,7 @@ class RedisListTransport(ListSettling, Transport):
                     self.url,
                     connect_timeout=self._connect_timeout,
                     socket_timeout=self._socket_timeout,
+                    instance=self.instance,
                 )
                 if self._wakeable
                 else None

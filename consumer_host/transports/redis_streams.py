@@ -1,7 +1,8 @@
 """Consumers on Redis Streams: consumer groups, batched acks, crash recovery by XAUTOCLAIM.
 
 Each queue is a stream, each ``@host.consumer`` a consumer group (the queue name unless
-``group=`` says otherwise), each pool instance a named consumer ``<instance>@<host>-<pid>``.
+``group=`` says otherwise), each pool instance a named consumer
+``<instance>@<host>-<pid>-<token>``, new at each process start (``redis_common.consumer_id``).
 
 * Reading: ``XREADGROUP ... COUNT n BLOCK`` the fetch timeout; ``n`` is 1 after
   ``start_consuming`` until the first settle (slow start), then up to the prefetch.
@@ -132,6 +133,7 @@ class RedisStreamsTransport(StreamSettling, Transport):
                     plain_url(self.url),
                     connect_timeout=self._connect_timeout,
                     socket_timeout=self._socket_timeout,
+                    instance=self.instance,
                 )
                 if self._wakeable
                 else None
@@ -142,6 +144,15 @@ class RedisStreamsTransport(StreamSettling, Transport):
 
     @staticmethod
     def _ensure_group(client: redis.Redis, stream: str, group: str) -> None:
+        """Create the group (and the stream) unless it exists, from the stream's first entry.
+
+        This also runs on every reconnect, which is how a consumer gets over NOGROUP (the group
+        destroyed, the stream deleted: see redis_common.translated). A group recreated from
+        id 0 reads every entry still in the stream again: entries the old group had acked but
+        not yet trimmed are delivered a second time, and the old group's pending entries (its
+        delivery counts too) are gone. Duplicates rather than losses: from ``$`` the entries
+        added between the destroy and this create would never be read. A deleted stream comes
+        back empty (MKSTREAM), with nothing to read twice."""
         try:
             client.xgroup_create(stream, group, id="0", mkstream=True)
         except redis_errors.ResponseError as exc:

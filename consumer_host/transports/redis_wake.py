@@ -42,12 +42,15 @@ _RETRY_EVERY = 0.02
 class BlockingReader:
     """The connection a consumer's blocking reads go through, and its wake flag."""
 
-    def __init__(self, url: str, *, connect_timeout: float, socket_timeout: float) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout: float, socket_timeout: float, instance: str = "client"
+    ) -> None:
         self.url = url
         self.client: redis.Redis = make_client(
             url,
             connect_timeout=connect_timeout,
             socket_timeout=socket_timeout,
+            instance=instance,  # named for its consumer, as its other connections are
             single_connection_client=True,
         )
         try:
@@ -82,12 +85,14 @@ class BlockingReader:
 
 
 def open_reader(
-    url: str, *, connect_timeout: float, socket_timeout: float
+    url: str, *, connect_timeout: float, socket_timeout: float, instance: str = "client"
 ) -> BlockingReader | None:
     """A reader for woken reads on ``url``; ``None`` where the server refuses the commands a
     wake needs (said once per URL): the caller polls, as on Sentinel and cluster URLs."""
     try:
-        return BlockingReader(url, connect_timeout=connect_timeout, socket_timeout=socket_timeout)
+        return BlockingReader(
+            url, connect_timeout=connect_timeout, socket_timeout=socket_timeout, instance=instance
+        )
     except redis_errors.ResponseError as exc:  # NoPermissionError, an unknown command
         if url not in _unwakeable:
             _unwakeable.add(url)
