@@ -134,6 +134,9 @@ def run_processes(
         def tell(port: int, path: str) -> dict[str, Any] | None:
             return None if token is None else post_json(port, path, token=token)
 
+        # Without a token the children have no control API: quiet reaches them by SIGTSTP.
+        teller = None if token is None else tell
+
         children = [
             ChildProcess(
                 index,
@@ -141,7 +144,7 @@ def run_processes(
                 deadline=deadline,
                 on_fatal=fatal,
                 intent=intent,
-                tell=tell,
+                tell=teller,
                 consumers=consumers,
             )
             for index in range(1, processes + 1)
