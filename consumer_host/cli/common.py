@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import traceback
@@ -38,6 +39,24 @@ class BrokerFail(Fail):
     """The broker refused or could not be reached: one line, exit code 1."""
 
     exit_code = 1
+
+
+#: ``--drain-timeout``'s ceiling, a day: platforms' grace periods are seconds to hours, and a
+#: drain deadline past it is a typo (``1e308`` overflows the deadline arithmetic at SIGTERM).
+MAX_DRAIN_TIMEOUT = 86400.0
+
+
+class FiniteFloat(click.FloatRange):
+    """A float range that refuses ``nan`` and ``inf`` (``FloatRange`` lets ``nan`` through any
+    bound, since every comparison with it is false), one line and exit 2 like any bad value."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def broker_option(fn: F) -> F:
