@@ -33,16 +33,18 @@ def assert_no_secret(*outputs: str) -> None:
 
 @pytest.mark.parametrize("url", MALFORMED)
 @pytest.mark.parametrize("via", ["flag", "environment"])
-def test_a_malformed_broker_url_is_one_line_exit_2_and_no_secret(url, via):
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_malformed_broker_url_is_one_line_exit_2_and_no_secret(url, via, command):
     if via == "flag":
-        result = cli("check", str(APP), "--broker", url, env=app_env("q", "/dev/null"))
+        result = cli(command, str(APP), "--broker", url, env=app_env("q", "/dev/null"))
     else:
         result = cli(
-            "check", str(APP), env={**app_env("q", "/dev/null"), "CONSUMER_HOST_BROKER_URL": url}
+            command, str(APP), env={**app_env("q", "/dev/null"), "CONSUMER_HOST_BROKER_URL": url}
         )
     assert result.returncode == 2, result.stdout + result.stderr
     assert_no_secret(result.stdout, result.stderr)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("consumer-host: error: ")
     assert "'u:p'" not in result.stderr  # no piece of the userinfo quoted either
     assert "as 'p'" not in result.stderr
 
