@@ -47,12 +47,23 @@ def every_child_paused(port: int) -> bool:
     return processes == {1, 2} and all(i["paused"] for i in instances)
 
 
+def readyz(port: int) -> tuple[int, str]:
+    code, body = get(port, "/readyz")
+    return code, json.loads(body or "{}").get("reason", "")
+
+
+def child_pid(port: int, index: int) -> int:
+    return next(p["pid"] for p in status(port)["processes"] if p["process"] == index)
+
+
 @pytest.mark.parametrize(
-    ("token", "group"),
-    [(False, False), (True, False), (False, True)],
-    ids=["no-token", "token", "process-group"],
+    ("token", "target"),
+    [(False, "parent"), (True, "parent"), (False, "group"), (False, "child"), (True, "child")],
+    ids=["no-token", "token", "process-group", "one-child", "one-child-token"],
 )
-def test_sigtstp_quiets_every_child_and_sigterm_still_drains(tool, parents, tmp_path, token, group):
+def test_sigtstp_quiets_every_child_and_sigterm_still_drains(
+    tool, parents, tmp_path, token, target
+):
     queue, ledger = unique_queue("tstp"), tmp_path / "ledger"
     parent = Parent(
         str(APP),
@@ -61,21 +72,23 @@ def test_sigtstp_quiets_every_child_and_sigterm_still_drains(tool, parents, tmp_
         "--health-port",
         "0",
         env=env_for(queue, ledger, token=token),
-        session=group,
+        session=target == "group",
     )
     parents.append(parent)
     port = parent.port()
     wait_until(lambda: get(port, "/readyz")[0] == 200, 30, "the parent ready")
     pid = parent.process.pid
 
-    if group:  # Ctrl-Z in a terminal: the whole foreground process group
+    if target == "group":  # Ctrl-Z in a terminal: the whole foreground process group
         os.killpg(pid, signal.SIGTSTP)
+    elif target == "child":  # one child alone: quiet is the host's, every child goes quiet
+        wait_until(lambda: len(status(port).get("processes", [])) == 2, 20, "both children")
+        os.kill(child_pid(port, 2), signal.SIGTSTP)
     else:
         os.kill(pid, signal.SIGTSTP)
 
-    wait_until(lambda: get(port, "/readyz")[0] == 503, 20, "/readyz 503")
+    wait_until(lambda: readyz(port) == (503, "quiet"), 20, "/readyz 503 quiet")
     assert process_state(pid) not in ("T", ""), "the parent was stopped"
-    assert json.loads(get(port, "/readyz")[1])["reason"] == "quiet"
     assert status(port)["quiet"] is True
     wait_until(lambda: every_child_paused(port), 20, "every child quiet")
     publish(tool, queue, 10)

@@ -14,6 +14,7 @@ health server a platform sees, which aggregates the children's (see ``process_he
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -285,6 +286,10 @@ def become_child(host: Host, env: Mapping[str, str]) -> None:
     if port_file:
         host.subscribe(_PortReporter(host, Path(port_file)))
     parent = env.get(PARENT_ENV, "")
+    if parent.isdigit():
+        # Quiet is the host's: a SIGTSTP sent to this child alone quiets every child, and the
+        # ones the parent starts later (a quiet parent ignores the echo of its own SIGTSTP).
+        host.lifecycle.on_quiet_signal.append(lambda: _tell_parent_quiet(int(parent)))
     # The kernel's parent-death signal where it has one; else a thread polls. Not both: two
     # SIGTERMs would end the child's drain at once.
     if parent.isdigit() and not die_with_parent(int(parent)):
@@ -326,6 +331,13 @@ class _PortReporter:
         partial = self._path.with_suffix(".tmp")
         partial.write_text(str(port))
         partial.replace(self._path)  # the parent never reads half a number
+
+
+def _tell_parent_quiet(parent: int) -> None:
+    if os.getppid() != parent:
+        return  # the parent is gone: its pid may be someone else's by now
+    with contextlib.suppress(OSError):  # it ended meanwhile
+        os.kill(parent, signal.SIGTSTP)
 
 
 def _watch_parent(host: Host, parent: int) -> None:
