@@ -23,7 +23,10 @@ APP = APPS / "processes_app.py"
 class Parent:
     """``consumer-host run ...`` in a subprocess, its merged output read by a thread."""
 
-    def __init__(self, *args: str, env: dict[str, str], cwd: Path | None = None) -> None:
+    def __init__(
+        self, *args: str, env: dict[str, str], cwd: Path | None = None, session: bool = False
+    ) -> None:
+        """``session``: its own session and process group, for a test that signals the group."""
         self.process = subprocess.Popen(
             [COMMAND, "run", *args, "--log-format", "json"],
             stdout=subprocess.PIPE,
@@ -31,6 +34,7 @@ class Parent:
             text=True,
             env={**os.environ, **env},
             cwd=cwd,
+            start_new_session=session,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -127,6 +131,15 @@ def child_pids(parent: Parent, count: int) -> list[int]:
 
     wait_until(lambda: started() == count, 20, "every child up")
     return [e["pid"] for e in parent.events("process_started")]
+
+
+def process_state(pid: int) -> str:
+    """The kernel's one-letter state of ``pid`` (``T``: stopped), ``""`` once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[0]
 
 
 def alive(pid: int) -> bool:

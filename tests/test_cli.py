@@ -95,6 +95,16 @@ class TestRun:
             (["run", "tests/apps/lifecycle.py", "--pool", "ghost=2"], "no worker named 'ghost'"),
             (["run", "tests/apps/lifecycle.py", "--only", "ghost"], "no worker named ghost"),
             (["run", "tests/apps/lifecycle.py", "--drain-timeout", "soon"], "soon"),
+            # Non-finite or absurd: accepted, they crashed at SIGTERM with a traceback.
+            (["run", "tests/apps/lifecycle.py", "--drain-timeout", "nan"], "not a finite number"),
+            (["run", "tests/apps/lifecycle.py", "--drain-timeout", "inf"], "0<=x<=86400"),
+            (["run", "tests/apps/lifecycle.py", "--drain-timeout", "1e308"], "0<=x<=86400"),
+            (["run", "tests/apps/lifecycle.py", "--drain-timeout", "86401"], "0<=x<=86400"),
+            (
+                ["run", "tests/apps/lifecycle.py", "--max-memory-per-process", "nan"],
+                "not a finite number",
+            ),
+            (["run", "tests/apps/lifecycle.py", "--max-memory-per-process", "inf"], "finite"),
             (["run", "tests/apps/lifecycle.py", "--log-format", "xml"], "xml"),
             (["run"], "APP is missing"),
             (["frobnicate"], "No such command"),
@@ -109,6 +119,19 @@ class TestRun:
         assert lines[0].startswith("consumer-host: error: ")
         assert message in lines[0]
         assert "Traceback" not in result.stderr
+
+    @pytest.mark.parametrize("value", ["nan", "inf", "1e308"])
+    def test_a_drain_timeout_from_the_environment_is_checked_the_same(self, value):
+        result = cli(
+            "run",
+            str(APPS / "lifecycle.py"),
+            env={"CONSUMER_HOST_DRAIN_TIMEOUT": value},
+            cwd=Path(__file__).parent.parent,
+        )
+        assert result.returncode == 2, result.stderr
+        lines = [line for line in result.stderr.splitlines() if line != "app imported"]
+        assert len(lines) == 1, result.stderr
+        assert "CONSUMER_HOST_DRAIN_TIMEOUT" in lines[0]
 
     def test_an_error_inside_the_users_module_shows_their_traceback_and_exits_2(self):
         result = cli(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import traceback
@@ -16,8 +17,8 @@ import click
 from consumer_host.errors import ConfigError
 from consumer_host.host import Host
 from consumer_host.hosting.lifecycle import EXIT_USAGE
-from consumer_host.redaction import redact_text
-from consumer_host.transports.broker import BrokerChoice, resolve_broker
+from consumer_host.redaction import redact_text, redact_url, redact_userinfo_in
+from consumer_host.transports.broker import PLATFORM_VARIABLES, BrokerChoice, resolve_broker
 
 from .config import AppImportError, apply_overrides, load_app, parse_pool_overrides
 
@@ -25,15 +26,37 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Fail(click.ClickException):
-    """A user mistake: one line on stderr, exit code 2."""
+    """A user mistake: one line on stderr, exit code 2; any URL in it has its secrets masked
+    (a ``--url`` or a broker URL with credentials, quoted back)."""
 
     exit_code = EXIT_USAGE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact_text(message))
 
 
 class BrokerFail(Fail):
     """The broker refused or could not be reached: one line, exit code 1."""
 
     exit_code = 1
+
+
+#: ``--drain-timeout``'s ceiling, a day: platforms' grace periods are seconds to hours, and a
+#: drain deadline past it is a typo (``1e308`` overflows the deadline arithmetic at SIGTERM).
+MAX_DRAIN_TIMEOUT = 86400.0
+
+
+class FiniteFloat(click.FloatRange):
+    """A float range that refuses ``nan`` and ``inf`` (``FloatRange`` lets ``nan`` through any
+    bound, since every comparison with it is false), one line and exit 2 like any bad value."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def broker_option(fn: F) -> F:
@@ -117,7 +140,23 @@ def broker_from(flag: str | None, *, code: str | None) -> BrokerChoice:
     try:
         return resolve_broker(os.environ, flag=flag, code=code)
     except ConfigError as exc:
-        raise Fail(str(exc)) from None
+        # A parser's complaint may quote a piece of a malformed URL's userinfo ('u:p').
+        raise Fail(redact_userinfo_in(str(exc), _given_url(flag, code)[1])) from None
+    except ValueError as exc:  # urllib's own, e.g. "Invalid IPv6 URL"
+        source, url = _given_url(flag, code)
+        message = redact_userinfo_in(str(exc), url)
+        raise Fail(f"{source}: malformed broker URL {redact_url(url)!r}: {message}") from None
+
+
+def _given_url(flag: str | None, code: str | None) -> tuple[str, str]:
+    """The URL ``resolve_broker`` looked at, and where it came from (its order)."""
+    if flag:
+        return "--broker", flag
+    for variable in ("CONSUMER_HOST_BROKER_URL", *PLATFORM_VARIABLES):
+        value = os.environ.get(variable, "").strip()
+        if value:
+            return variable, value
+    return "Host(broker=...)", code or ""
 
 
 def table(

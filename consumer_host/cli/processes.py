@@ -28,7 +28,7 @@ from consumer_host.processes.parent import ProcessParent, run_parent
 from consumer_host.processes.recycling import RecycleLimits
 from consumer_host.processes.reload import SourceWatcher, app_directory, require_watchfiles
 
-from .common import Fail
+from .common import Fail, FiniteFloat
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,7 +65,7 @@ def process_options(fn: F) -> F:
         ),
         click.option(
             "--max-memory-per-process",
-            type=click.FloatRange(min=0, min_open=True),
+            type=FiniteFloat(min=0, min_open=True),
             default=None,
             metavar="MB",
             envvar="CONSUMER_HOST_MAX_MEMORY_PER_PROCESS",
@@ -134,6 +134,9 @@ def run_processes(
         def tell(port: int, path: str) -> dict[str, Any] | None:
             return None if token is None else post_json(port, path, token=token)
 
+        # Without a token the children have no control API: quiet reaches them by SIGTSTP.
+        teller = None if token is None else tell
+
         children = [
             ChildProcess(
                 index,
@@ -141,7 +144,7 @@ def run_processes(
                 deadline=deadline,
                 on_fatal=fatal,
                 intent=intent,
-                tell=tell,
+                tell=teller,
                 consumers=consumers,
             )
             for index in range(1, processes + 1)

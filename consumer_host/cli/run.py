@@ -17,7 +17,7 @@ from consumer_host.operating.logs import LOG_FORMATS, configure_logging
 from consumer_host.processes.parent import become_child, child_index
 from consumer_host.processes.recycling import RecycleLimits
 
-from .common import Fail, app_argument, broker_option, prepare
+from .common import MAX_DRAIN_TIMEOUT, Fail, FiniteFloat, app_argument, broker_option, prepare
 from .processes import process_options, run_processes, wants_parent
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -28,11 +28,11 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 @broker_option
 @click.option(
     "--drain-timeout",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0, max=MAX_DRAIN_TIMEOUT),
     default=25.0,
     envvar="CONSUMER_HOST_DRAIN_TIMEOUT",
     show_envvar=True,
-    help="Seconds to finish in-flight messages after SIGTERM (Heroku kills at 30).",
+    help="Seconds to finish in-flight messages after SIGTERM (Heroku kills at 30); at most a day.",
 )
 @click.option(
     "--only",

@@ -73,6 +73,8 @@ class Lifecycle:
         """Run as the program (``Host.run``): the main thread does the stop, not a helper."""
         self.on_stopped: list[Callable[[], None]] = []
         """Called once the drain is over, before ``HostStopped`` (servers to close)."""
+        self.on_quiet_signal: list[Callable[[], None]] = []
+        """Called once SIGTSTP quieted the host (a child of ``--processes`` tells its parent)."""
         self._rand = rand
         self._stop_requested = threading.Event()
         self._stop_lock = threading.Lock()
@@ -248,6 +250,8 @@ class Lifecycle:
                 self.request_stop(f"{signals.stop_requested} received")
             elif signals.quiet_requested and not is_quiet():
                 quiet()
+                for callback in self.on_quiet_signal:
+                    callback()
         if not self._stop_requested.is_set():
             # Every instance ended by itself (all tripped): nothing is left to supervise.
             self._exit_code = self._exit_code or EXIT_CRITICAL

@@ -270,11 +270,25 @@ class ChildProcess:
         """The parent told this child the intent as of ``version`` (no catch-up needed)."""
         self._intent_version = max(self._intent_version, version)
 
+    def quiet_by_signal(self, version: int) -> None:
+        """Quiet the running child with SIGTSTP (its own handler quiets it), once it reported
+        its port: by then its handlers are installed, and SIGTSTP's default action would stop
+        it. A child not that far yet is quieted on a later poll."""
+        process = self._process
+        if self._port is None or process is None or process.returncode is not None:
+            return
+        _signal(process, signal.SIGTSTP)
+        self.told_intent(version)
+
     def _catch_up_intent(self, port: int) -> None:
         """A pause or quiet that came while this child was being spawned (its port unknown, so
         the parent could not tell it) is told now."""
         intent, tell = self._intent, self._tell
-        if intent is None or tell is None or intent.version == self._intent_version:
+        if intent is None or intent.version == self._intent_version:
+            return
+        if tell is None:  # no control token: only a quiet (SIGTSTP) can have come
+            if intent.snapshot()[2]:
+                self.quiet_by_signal(intent.version)
             return
         version = intent.version
         if intent.sync(port, tell, self._consumers):

@@ -7,12 +7,14 @@ with the supervisor's backoff, a crash loop trips its restart circuit, and a tri
 the parent down with exit code 1, exactly as for any worker.
 
 The parent owns the signals (SIGTERM, SIGINT, SIGHUP: one SIGTERM to every child, one drain
-deadline, SIGKILL past it; a second signal SIGKILLs the children and exits 128+N) and the only
+deadline, SIGKILL past it; a second signal SIGKILLs the children and exits 128+N; SIGTSTP quiets
+every child, now and every child it starts later, as ``consumer-host quiet`` does) and the only
 health server a platform sees, which aggregates the children's (see ``process_health``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -46,6 +48,9 @@ PORT_FILE_ENV = "CONSUMER_HOST_PROCESS_PORT_FILE"
 PARENT_ENV = "CONSUMER_HOST_PROCESS_PARENT"
 
 _log = structlog.get_logger("consumer_host.processes")
+
+#: How often the signal relay looks for a flag a handler set.
+_RELAY_TICK = 0.2
 
 
 class ProcessParent(Host):
@@ -124,6 +129,12 @@ class ProcessParent(Host):
     def quiet(self, *, wait: float = 0.0) -> None:
         self.controls.quiet_requested = True
         self.intent.quiet()
+        if self.control_token is None:
+            # No control API on the children (SIGTSTP without a token): a child's own SIGTSTP
+            # quiets it the same way. One still starting is told when it reports its port.
+            for child in self.children:
+                child.quiet_by_signal(self.intent.version)
+            return
         self._tell_children("/quiet")
 
     def _known(self, name: str, action: str) -> None:
@@ -193,7 +204,9 @@ def run_parent(parent: ProcessParent) -> int:
 
 
 class _ParentSignals:
-    """First signal: a graceful stop of every child. Second: SIGKILL them all, exit 128+N."""
+    """First signal: a graceful stop of every child. Second: SIGKILL them all, exit 128+N.
+    SIGTSTP: quiet every child (the default action would stop the parent and leave the
+    children consuming, its health server unanswered)."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -201,21 +214,37 @@ class _ParentSignals:
         self._parent = parent
         self._seen = 0
         self._first = threading.Event()
+        self._quiet = False
         self._name = ""
 
     def install(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
         threading.Thread(target=self._relay, name="consumer-host-signals", daemon=True).start()
-        return {signum: signal.signal(signum, self._on_signal) for signum in self.SIGNALS}
+        previous: dict[int, Any] = {
+            signum: signal.signal(signum, self._on_signal) for signum in self.SIGNALS
+        }
+        previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, self._on_quiet)
+        return previous
 
     def _relay(self) -> None:
-        # The handler only flags: it may have interrupted the main thread inside a lock or a
-        # log write, so the shutdown itself is started from here.
-        while not self._first.wait(0.5):
+        # The handlers only flag: one may have interrupted the main thread inside a lock or a
+        # log write, so the quiet and the shutdown themselves are started from here.
+        while not self._first.wait(_RELAY_TICK):
             if self._parent.done.is_set():
                 return
+            if self._quiet and not self._parent.is_quiet:
+                self._quiet_children()
         self._parent.shutdown(f"{self._name} received")
+
+    def _quiet_children(self) -> None:
+        try:
+            self._parent.quiet()
+        except ConfigError as exc:  # a child did not take it: it catches up on its next poll
+            _log.warning("quiet_incomplete", host=self._parent.name, error=str(exc))
+
+    def _on_quiet(self, _signum: int, _frame: FrameType | None) -> None:
+        self._quiet = True
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._seen += 1
@@ -257,6 +286,10 @@ def become_child(host: Host, env: Mapping[str, str]) -> None:
     if port_file:
         host.subscribe(_PortReporter(host, Path(port_file)))
     parent = env.get(PARENT_ENV, "")
+    if parent.isdigit():
+        # Quiet is the host's: a SIGTSTP sent to this child alone quiets every child, and the
+        # ones the parent starts later (a quiet parent ignores the echo of its own SIGTSTP).
+        host.lifecycle.on_quiet_signal.append(lambda: _tell_parent_quiet(int(parent)))
     # The kernel's parent-death signal where it has one; else a thread polls. Not both: two
     # SIGTERMs would end the child's drain at once.
     if parent.isdigit() and not die_with_parent(int(parent)):
@@ -298,6 +331,13 @@ class _PortReporter:
         partial = self._path.with_suffix(".tmp")
         partial.write_text(str(port))
         partial.replace(self._path)  # the parent never reads half a number
+
+
+def _tell_parent_quiet(parent: int) -> None:
+    if os.getppid() != parent:
+        return  # the parent is gone: its pid may be someone else's by now
+    with contextlib.suppress(OSError):  # it ended meanwhile
+        os.kill(parent, signal.SIGTSTP)
 
 
 def _watch_parent(host: Host, parent: int) -> None:
