@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pytest
 
+from consumer_host.errors import ConfigError
 from consumer_host.redaction import redact_text, redact_url, redact_userinfo_in
+from consumer_host.transports.broker import validate_url
 
 from .helpers import cli, wait_until
 from .parents import APP, Parent, app_env
@@ -110,3 +112,24 @@ def test_a_parsers_complaint_loses_every_quoted_piece_of_the_userinfo():
     )
     assert redact_userinfo_in("cast as 'p'", f"amqp://u:p#w{SECRET}@h//") == "cast as '***'"
     assert redact_userinfo_in("nothing to mask", "amqp://h//") == "nothing to mask"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://:pw{SECRET}@[::1:6379/0",
+        f"amqp://u:pw{SECRET}@[::1:5672//",
+        f"redis://u:p#w{SECRET}@127.0.0.1:6399/0",
+        f"rediss+streams://u:p#w{SECRET}@127.0.0.1:6399/0",
+        f"amqp://u:p#w{SECRET}@127.0.0.1:5699//",
+        f"amqp://u:p?w{SECRET}@h:5672//",
+    ],
+)
+def test_a_library_user_gets_a_config_error_without_any_piece_of_the_password(url):
+    """``Host(broker=...)`` validates without the CLI's masking: the error must be clean."""
+    with pytest.raises(ConfigError) as refused:
+        validate_url(url)
+    said = str(refused.value)
+    assert SECRET not in said
+    assert "'u:p'" not in said
+    assert "'p'" not in said

@@ -111,8 +111,13 @@ def validate_url(url: str, *, source: str = "broker URL") -> str:
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise ConfigError(f"{source}: malformed broker URL {redact_url(url)!r}: {exc}") from None
+    except ValueError:
+        # Not urllib's text: it quotes what it could not read ("as 'u:p'"), a password's
+        # first part when the password holds an unencoded '#', '?' or '/'.
+        raise ConfigError(
+            f"{source}: malformed broker URL {redact_url(url)!r} (a port that is not a number "
+            "or an unclosed '[': percent-encode '#', '?', '/' and '@' in a password)"
+        ) from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise ConfigError(
@@ -161,7 +166,10 @@ def messaging_system(url: str) -> str:
 
 
 def scheme_of(url: str) -> str:
-    return urlsplit(url).scheme.lower()
+    """``amqp`` of ``amqp://...``; read without urllib, which raises on a malformed host part
+    (``[::1:6379``) that validation reports in its own words."""
+    scheme, sep, _ = url.partition("://")
+    return scheme.lower() if sep else urlsplit(url).scheme.lower()
 
 
 def dead_letter_name(url: str, queue: str, dead_letter: str) -> str:

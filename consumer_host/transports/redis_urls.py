@@ -111,6 +111,8 @@ def _node(part: str, topology: Topology) -> tuple[str, int]:
     default = 26379 if topology == "sentinel" else 6379
     part = part.strip()
     if part.startswith("["):  # [::1]:6379
+        if "]" not in part:
+            raise ConfigError("a Redis URL has an IPv6 address without its closing ']'")
         host, _, tail = part[1:].partition("]")
         port_text = tail.removeprefix(":")
     else:
@@ -120,7 +122,12 @@ def _node(part: str, topology: Topology) -> tuple[str, int]:
     try:
         port = int(port_text) if port_text else default
     except ValueError:
-        raise ConfigError(f"a Redis URL has a port that is not a number: {part!r}") from None
+        # ``part`` is not quoted: with an unencoded '#' in a password it is the password's
+        # first part (``u:p`` of ``redis://u:p#w@host``).
+        raise ConfigError(
+            "a Redis URL has a port that is not a number (percent-encode '#', '?', '/' and '@' "
+            "in a password)"
+        ) from None
     if not 0 < port < 65536:
         raise ConfigError(f"a Redis URL has a port out of range: {part!r}")
     return host, port
