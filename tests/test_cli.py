@@ -109,6 +109,9 @@ class TestRun:
             (["run"], "APP is missing"),
             (["frobnicate"], "No such command"),
             (["publish", "q", "{not json"], "BODY is not JSON"),
+            (["publish", "q", '{"a": NaN}'], "NaN is not a JSON value"),
+            (["publish", "q", "[Infinity]"], "Infinity is not a JSON value"),
+            (["publish", "q", "1e999"], "1e999 is too large for a JSON number"),
         ],
     )
     def test_user_mistakes_exit_2_with_one_line(self, args, message):
@@ -119,6 +122,11 @@ class TestRun:
         assert lines[0].startswith("consumer-host: error: ")
         assert message in lines[0]
         assert "Traceback" not in result.stderr
+
+    def test_a_bad_line_of_stdin_is_named_as_the_user_counts_lines(self):
+        result = cli("publish", "q", "-", input='{"n": 1}\n\n{bad\n')
+        assert result.returncode == 2
+        assert "line 3 of stdin is not JSON" in result.stderr
 
     @pytest.mark.parametrize("value", ["nan", "inf", "1e308"])
     def test_a_drain_timeout_from_the_environment_is_checked_the_same(self, value):

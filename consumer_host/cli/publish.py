@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -72,14 +73,32 @@ def _bodies(body: str | None) -> Iterator[Any]:
             "one JSON document a line"
         )
     if body is None or body == "-":
-        lines = [line for line in sys.stdin.read().splitlines() if line.strip()]
+        # Numbered before blank lines are dropped: an error names the line the user sees.
+        lines = [
+            (number, line)
+            for number, line in enumerate(sys.stdin.read().splitlines(), 1)
+            if line.strip()
+        ]
     else:
-        lines = [body]
+        lines = [(1, body)]
     if not lines:
         raise Fail("no message to publish: stdin was empty (BODY gives one on the command line)")
-    for number, line in enumerate(lines, 1):
+    for number, line in lines:
+        where = f"line {number} of stdin" if from_stdin else "BODY"
         try:
-            yield json.loads(line)
+            yield json.loads(line, parse_constant=_not_json, parse_float=_finite)
         except ValueError as exc:
-            where = f"line {number} of stdin" if from_stdin else "BODY"
             raise Fail(f"{where} is not JSON: {exc}") from None
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999: Python reads it as infinity, written back as Infinity
+        raise ValueError(f"{text[:40]} is too large for a JSON number")
+    return value
+
+
+def _not_json(name: str) -> Any:
+    """``NaN``, ``Infinity``: Python's json reads them, but they are not JSON, and a consumer
+    in another language would refuse the message."""
+    raise ValueError(f"{name} is not a JSON value")
