@@ -111,7 +111,10 @@ class ConsumerOptions:
         ("json",), "content types to decode; `pickle` only if you list it"
     )
     max_body_bytes: int = _option(
-        1_048_576, "larger bodies are dead-lettered unread", _int_at_least(1)
+        1_048_576,
+        "larger bodies are dead-lettered undecoded (they are still read off the broker whole: "
+        "it bounds what a handler sees, not the memory a huge message takes while it is read)",
+        _int_at_least(1),
     )
     exchange: str | None = _option(
         None, "bind the queue to this direct exchange", (_optional_name, "a name")
