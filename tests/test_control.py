@@ -124,11 +124,17 @@ def test_kill_switch_trips_and_recovers_with_nothing_lost(real_broker):
         dead_at_trip = real_broker.depth(f"{queue}.dlq")
         assert 10 <= dead_at_trip < 20  # a few dead letters, not the whole queue
         down.clear()  # the database is back: the probe succeeds, the switch closes
-        wait_until(lambda: len(handled) + dead_at_trip >= 100, timeout=30)
+        # A message already taken when the switch opened still finishes (and, failing, is
+        # dead-lettered after the count above): count the dead letters as they are now.
+        wait_until(
+            lambda: len(handled) + real_broker.depth(f"{queue}.dlq") >= 100,
+            timeout=30,
+            what="every message handled or dead-lettered",
+        )
         assert host.status()[0]["kill_switch"] == "closed"
     finally:
         assert host.stop(10) == ()
-    assert real_broker.depth(f"{queue}.dlq") == dead_at_trip
-    assert sorted(handled + list(range(dead_at_trip))) != []  # keeps pyright quiet about types
-    assert len(handled) + dead_at_trip == 100
+    dead = real_broker.depth(f"{queue}.dlq")
+    assert dead_at_trip <= dead < 20  # and what was in hand at the trip, not the queue
+    assert len(handled) + dead == 100
     assert len(set(handled)) == len(handled)
