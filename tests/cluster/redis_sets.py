@@ -216,9 +216,16 @@ class Run:
         return "\n".join(line[:300] for line in lines)
 
     def wait_all_handled(self, timeout: float = 60) -> None:
-        wait_until(
-            lambda: set(self.published) <= set(self.handled()), timeout, "every message handled"
-        )
+        try:
+            wait_until(
+                lambda: set(self.published) <= set(self.handled()), timeout, "every message handled"
+            )
+        except AssertionError as exc:
+            missing = sorted(set(self.published) - set(self.handled()))
+            raise AssertionError(
+                f"{exc}: {len(missing)} of {len(self.published)} missing, first {missing[:10]}; "
+                f"the host's output ends:\n{self.log_tail()}"
+            ) from None
 
     def cleanup(self) -> None:
         self.ledger().delete(self.key, f"{self.key}:at")
